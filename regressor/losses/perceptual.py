@@ -1,0 +1,109 @@
+"""Perceptual shape loss (Otto et al. 2023): a frozen critic judges the grey-shaded geometry.
+
+The critic scores how well a grey Lambertian render of the predicted geometry explains the
+input image (higher = better). It never sees albedo or lighting, so its gradient can only
+reach the geometry, through ``renders.shaded``. The critic itself never learns here:
+
+* its parameters have ``requires_grad=False``;
+* it is stored outside ``_modules`` (see ``_apply``), so it is not in ``parameters()`` (and so
+  never in an optimizer), not in ``state_dict()`` (so not in Lightning checkpoints; it is
+  re-read from its own file) and not switched to train mode by a parent's ``.train()``;
+* it always runs in eval mode (BatchNorm statistics and dropout are fixed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from regressor.losses import LossTerm, register_loss
+from regressor.types import LossInputs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CRITIC_CHECKPOINT = "checkpoints/critic.pt"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` as given if it exists (relative to the cwd), else relative to the repository root."""
+    candidate = Path(path).expanduser()
+    if candidate.is_file():
+        return candidate
+    if not candidate.is_absolute() and (REPO_ROOT / candidate).is_file():
+        return REPO_ROOT / candidate
+    raise FileNotFoundError(
+        f"perceptual_shape: critic checkpoint '{path}' not found (looked in {Path.cwd()} and {REPO_ROOT}); "
+        "train one with the critic config or pass `checkpoint:` in the loss config"
+    )
+
+
+@register_loss("perceptual_shape")
+class PerceptualShapeLoss(LossTerm):
+    """``-score`` (or ``softplus(-score)``) of a frozen ``ShapeCritic`` on ``(image, shaded)``.
+
+    Args:
+        checkpoint: critic checkpoint (``ShapeCritic.from_checkpoint``); relative paths are tried
+            in the working directory, then in the repository root.
+        warmup_steps: the term is 0 (and the critic is not run) while ``step < warmup_steps``,
+            so the geometry first settles under the photometric and landmark terms.
+        transform: ``"softplus"`` (``softplus(-score)``: bounded below, saturates once the critic
+            is convinced, which limits exaggerated shapes) or ``"negate"`` (``-score``).
+        critic: an already built critic (tests, fitting); overrides ``checkpoint``.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str = DEFAULT_CRITIC_CHECKPOINT,
+        warmup_steps: int = 0,
+        transform: str = "softplus",
+        critic: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if transform not in ("softplus", "negate"):
+            raise ValueError(f"perceptual_shape: transform must be 'softplus' or 'negate', got '{transform}'")
+        if warmup_steps < 0:
+            raise ValueError(f"perceptual_shape: warmup_steps must be >= 0, got {warmup_steps}")
+        self.warmup_steps = int(warmup_steps)
+        self.transform = transform
+        if critic is None:
+            from regressor.models.critic import ShapeCritic  # lazy: only this term needs the critic
+
+            self.checkpoint = str(resolve_checkpoint(checkpoint))
+            critic = ShapeCritic.from_checkpoint(self.checkpoint)
+        else:
+            self.checkpoint = None
+        critic.requires_grad_(False)
+        critic.eval()
+        # Deliberately not a registered submodule (see the module docstring).
+        object.__setattr__(self, "critic", critic)
+
+    def _apply(self, fn, recurse=True):
+        """Follow ``.to()`` / ``.cuda()`` / ``.double()`` of the parent for the hidden critic."""
+        super()._apply(fn, recurse)
+        self.critic._apply(fn)
+        return self
+
+    def train(self, mode: bool = True) -> "PerceptualShapeLoss":
+        super().train(mode)
+        self.critic.eval()  # frozen: BatchNorm statistics and dropout never change
+        return self
+
+    def is_active(self, step: int) -> bool:
+        return step >= self.warmup_steps
+
+    def score(self, image: Tensor, shaded: Tensor) -> Tensor:
+        """(B,) critic scores, higher = the geometry explains the image better."""
+        self.critic.eval()
+        return self.critic(image.detach(), shaded)
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        if not self.is_active(inputs.step):
+            return inputs.renders.shaded.new_zeros(())
+        scores = self.score(inputs.batch.image, inputs.renders.shaded)
+        if self.transform == "softplus":
+            return F.softplus(-scores).mean()
+        return (-scores).mean()
+
+    def extra_repr(self) -> str:
+        return (f"checkpoint={self.checkpoint!r}, warmup_steps={self.warmup_steps}, "
+                f"transform={self.transform!r}, critic={type(self.critic).__name__}")

@@ -1,0 +1,45 @@
+"""Photometric term: the albedo × SH-lit render should reproduce the input image on the face."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from regressor.losses import LossTerm, register_loss
+from regressor.types import LossInputs
+
+
+@register_loss("photometric")
+class PhotometricLoss(LossTerm):
+    """Masked L1 or L2 between ``batch.image`` and ``renders.albedo_shaded``.
+
+    The mask is the rendered face (``renders.mask``), intersected with ``batch.mask`` when the
+    dataset provides one (e.g. to skip hair and occluders). The per-pixel error is averaged over
+    RGB and then over the masked pixels of the whole batch, so the value does not depend on
+    image size or on how much of the image the face covers.
+
+    Args:
+        norm: ``"l1"`` (absolute error) or ``"l2"`` (squared error).
+        use_batch_mask: intersect with ``batch.mask`` when present.
+    """
+
+    def __init__(self, norm: str = "l1", use_batch_mask: bool = True) -> None:
+        super().__init__()
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"photometric: norm must be 'l1' or 'l2', got '{norm}'")
+        self.norm = norm
+        self.use_batch_mask = use_batch_mask
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        image = inputs.batch.image
+        render = inputs.renders.albedo_shaded
+        if image.shape != render.shape:
+            raise ValueError(
+                f"photometric: image {tuple(image.shape)} and render {tuple(render.shape)} differ in shape"
+            )
+        mask = inputs.renders.mask
+        if self.use_batch_mask and inputs.batch.mask is not None:
+            mask = mask * inputs.batch.mask.to(mask.dtype)
+        difference = image - render
+        error = difference.abs() if self.norm == "l1" else difference.square()
+        error = error.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        return (error * mask).sum() / mask.sum().clamp_min(1.0)

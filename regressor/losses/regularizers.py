@@ -1,0 +1,69 @@
+"""Priors on the coefficients and the jaw: keep solutions plausible where images are ambiguous."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from regressor.losses import LossTerm, register_loss
+from regressor.types import LossInputs
+
+
+def jaw_prior(jaw_pose: Tensor, max_opening: float, sideways_tolerance: float) -> Tensor:
+    """(B,) penalty of implausible jaw rotations (axis-angle, radians).
+
+    FLAME opens the mouth by a positive rotation about +X. Penalised (squared, hinge):
+    a negative opening (the jaw pushed up into the skull), an opening beyond ``max_opening``,
+    and sideways rotation (about Y) or twist (about Z) beyond ``sideways_tolerance``.
+    """
+    opening, sideways, twist = jaw_pose.unbind(dim=-1)
+    closing = torch.relu(-opening).square()
+    overopen = torch.relu(opening - max_opening).square()
+    lateral = torch.relu(sideways.abs() - sideways_tolerance).square()
+    lateral = lateral + torch.relu(twist.abs() - sideways_tolerance).square()
+    return closing + overopen + lateral
+
+
+@register_loss("regularizers")
+class RegularizerLoss(LossTerm):
+    """Sum of weighted priors, averaged over the batch.
+
+    Shape, expression and albedo coefficients are in units of their basis' standard deviation,
+    so an L2 norm (sum of squares per sample) is their Gaussian negative log-prior up to a
+    factor 2. The jaw prior is ``jaw_prior`` above.
+
+    Args:
+        shape, expression, albedo, jaw: weight of each prior (0 disables it).
+        max_jaw_opening: radians of mouth opening allowed before the jaw prior grows.
+        jaw_sideways_tolerance: radians of jaw yaw/roll allowed for free.
+    """
+
+    def __init__(
+        self,
+        shape: float = 1.0,
+        expression: float = 1.0,
+        albedo: float = 1.0,
+        jaw: float = 10.0,
+        max_jaw_opening: float = 0.6,
+        jaw_sideways_tolerance: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.prior_weights = {"shape": shape, "expression": expression, "albedo": albedo, "jaw": jaw}
+        self.max_jaw_opening = max_jaw_opening
+        self.jaw_sideways_tolerance = jaw_sideways_tolerance
+
+    def priors(self, inputs: LossInputs) -> dict[str, Tensor]:
+        """Each unweighted prior, averaged over the batch (for logging / inspection)."""
+        params = inputs.params
+        return {
+            "shape": params.shape.square().sum(dim=-1).mean(),
+            "expression": params.expression.square().sum(dim=-1).mean(),
+            "albedo": params.albedo.square().sum(dim=-1).mean(),
+            "jaw": jaw_prior(params.jaw_pose, self.max_jaw_opening, self.jaw_sideways_tolerance).mean(),
+        }
+
+    def forward(self, inputs: LossInputs) -> Tensor:
+        total = inputs.params.shape.new_zeros(())
+        for name, value in self.priors(inputs).items():
+            if self.prior_weights[name] != 0.0:
+                total = total + self.prior_weights[name] * value
+        return total

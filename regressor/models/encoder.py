@@ -1,0 +1,160 @@
+"""Image → ``FaceParams``: a timm backbone with one small head per parameter group.
+
+The backbone comes from ``timm.create_model(name, pretrained=False, num_classes=0)``, so any
+timm model name works and the pooled feature width is read from the model itself. Weights
+are only ever read from a local file (``weights_path``); nothing is fetched from a hub.
+
+The last layer of every head is zero-initialised and the outputs are mapped so that a zero
+output *is* the mean face, frontal and centred, with the default camera and light of
+``FaceParams.zeros``. Training therefore starts from a sensible render instead of a random
+mesh thrown off-screen.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from regressor.types import DEFAULT_CAMERA_SCALE, NUM_SH_COEFFS, FaceParams
+
+
+class EncoderWeightsError(RuntimeError):
+    """A ``weights_path`` that cannot be read or does not fit the backbone."""
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read a local weights file (``.safetensors`` or a torch pickle, weights only)."""
+    if not path.is_file():
+        raise EncoderWeightsError(f"encoder weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise EncoderWeightsError(f"cannot read encoder weights {path}: {error}") from error
+    # Common wrappers: {"state_dict": ...} (Lightning / timm train), {"model": ...}.
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise EncoderWeightsError(
+            f"encoder weights {path} do not hold a state dict of tensors (found {type(state).__name__})"
+        )
+    return state
+
+
+class FaceEncoder(nn.Module):
+    """Regress ``FaceParams`` from an image.
+
+    Args:
+        backbone: any timm model name (e.g. ``mobilenetv3_small_100``, ``resnet50``).
+        n_shape, n_expression, n_albedo: sizes of the coefficient vectors (match the FaceModel).
+        weights_path: optional local backbone weights (a timm/torchvision-style state dict,
+            ``.pth``/``.pt``/``.bin`` or ``.safetensors``); a classifier head in the file is ignored.
+        hidden_dim: width of the hidden layer of each head.
+        translation_scale: metres per unit of the camera-translation output (conditioning).
+        normalize: apply the backbone's ImageNet mean/std to the [0, 1] input.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv3_small_100",
+        n_shape: int = 100,
+        n_expression: int = 50,
+        n_albedo: int = 10,
+        weights_path: str | None = None,
+        hidden_dim: int = 256,
+        translation_scale: float = 0.1,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
+        if weights_path is not None:
+            self.load_backbone_weights(weights_path)
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.translation_scale = translation_scale
+        self.normalize = normalize
+        cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
+        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
+        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
+        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(1, 3, 1, 1), persistent=False)
+
+        self.output_dims = OrderedDict(
+            shape=n_shape, expression=n_expression, global_pose=3, neck_pose=3, jaw_pose=3,
+            eye_pose=6, camera=3, albedo=n_albedo, light=NUM_SH_COEFFS * 3,
+        )
+        self.heads = nn.ModuleDict({
+            name: self._make_head(width, hidden_dim, dim) for name, dim in self.output_dims.items()
+        })
+
+    @staticmethod
+    def _make_head(width: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+        head = nn.Sequential(nn.Linear(width, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        # Zero last layer: the first prediction is exactly the mean face (see module docstring).
+        nn.init.zeros_(head[-1].weight)
+        nn.init.zeros_(head[-1].bias)
+        return head
+
+    def load_backbone_weights(self, weights_path: str | Path) -> None:
+        """Load a local state dict into the backbone (strict; classifier weights are dropped)."""
+        path = Path(weights_path)
+        state = _read_state_dict(path)
+        if state and all(k.startswith("module.") for k in state):
+            state = {k[len("module."):]: v for k, v in state.items()}
+        own = self.backbone.state_dict()
+        classifier = (getattr(self.backbone, "pretrained_cfg", {}) or {}).get("classifier")
+        classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier] if classifier else []
+        state = {k: v for k, v in state.items()
+                 if k in own or not any(k.startswith(f"{c}.") for c in classifiers)}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong_shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                       for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or unexpected or wrong_shape:
+            def show(items: list[str]) -> str:
+                return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+            problems = []
+            if missing:
+                problems.append(f"missing keys: {show(missing)}")
+            if unexpected:
+                problems.append(f"unexpected keys: {show(unexpected)}")
+            if wrong_shape:
+                problems.append(f"shape mismatch: {show(wrong_shape)}")
+            raise EncoderWeightsError(
+                f"encoder weights {path} do not fit backbone '{self.backbone_name}': " + "; ".join(problems)
+            )
+        self.backbone.load_state_dict(state, strict=True)
+
+    def forward(self, image: Tensor) -> FaceParams:
+        """image: (B, 3, H, W) in [0, 1] → FaceParams with batch size B."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"FaceEncoder expects images (B, 3, H, W), got {tuple(image.shape)}")
+        if self.normalize:
+            image = (image - self.pixel_mean.to(image.dtype)) / self.pixel_std.to(image.dtype)
+        features = self.backbone(image)
+        raw = {name: head(features) for name, head in self.heads.items()}
+        return self.to_params(raw)
+
+    def to_params(self, raw: dict[str, Tensor]) -> FaceParams:
+        """Map raw head outputs to FaceParams; all-zero outputs give ``FaceParams.zeros``."""
+        camera_raw = raw["camera"]
+        scale = DEFAULT_CAMERA_SCALE * torch.exp(camera_raw[:, :1])
+        translation = self.translation_scale * camera_raw[:, 1:]
+        light = raw["light"].view(-1, NUM_SH_COEFFS, 3)
+        ambient = torch.zeros_like(light)
+        ambient[:, 0, :] = 1.0  # same default light as FaceParams.zeros
+        return FaceParams(
+            shape=raw["shape"], expression=raw["expression"], global_pose=raw["global_pose"],
+            neck_pose=raw["neck_pose"], jaw_pose=raw["jaw_pose"], eye_pose=raw["eye_pose"],
+            camera=torch.cat([scale, translation], dim=1), albedo=raw["albedo"], light=ambient + light,
+        )

@@ -1,0 +1,96 @@
+"""Specification of FaceEncoder: timm backbone, mean-face start, local weights only."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from regressor.models.encoder import EncoderWeightsError, FaceEncoder
+from regressor.types import DEFAULT_CAMERA_SCALE, FaceParams
+
+BACKBONE = "mobilenetv3_small_050"  # smallest timm family member: keeps the tests fast
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FaceEncoder:
+    torch.manual_seed(0)
+    return FaceEncoder(BACKBONE, n_shape=20, n_expression=10, n_albedo=5, hidden_dim=32)
+
+
+def test_first_prediction_is_the_mean_face_centred(encoder):
+    images = torch.rand(3, 3, 64, 64)
+    predicted = encoder(images)
+    mean_face = FaceParams.zeros(3, n_shape=20, n_expression=10, n_albedo=5)
+    for name, value in predicted.items():
+        assert value.shape == getattr(mean_face, name).shape, name
+        assert torch.equal(value, getattr(mean_face, name)), name
+    assert torch.equal(predicted.camera[:, 0], torch.full((3,), DEFAULT_CAMERA_SCALE))
+    assert torch.equal(predicted.camera[:, 1:], torch.zeros(3, 2))  # centred
+
+
+def test_heads_learn_in_one_step_from_the_zero_start(encoder):
+    model = FaceEncoder(BACKBONE, n_shape=20, n_expression=10, n_albedo=5, hidden_dim=32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.rand(2, 3, 64, 64)
+    target = torch.ones(2, 20)
+    (model(images).shape - target).square().mean().backward()
+    optimizer.step()
+    assert model(images).shape.abs().sum() > 0
+
+
+def test_camera_scale_stays_positive(encoder):
+    raw = {name: torch.full((1, dim), -50.0) for name, dim in encoder.output_dims.items()}
+    params = encoder.to_params(raw)
+    assert params.camera[0, 0] > 0
+    assert params.light.shape == (1, 9, 3)
+
+
+def test_rejects_images_of_the_wrong_layout(encoder):
+    with pytest.raises(ValueError, match=r"expects images \(B, 3, H, W\), got \(2, 64, 64, 3\)"):
+        encoder(torch.rand(2, 64, 64, 3))
+
+
+def test_loads_local_backbone_weights_ignoring_the_classifier(tmp_path):
+    torch.manual_seed(1)
+    source = timm.create_model(BACKBONE, pretrained=False, num_classes=7)  # with a classifier head
+    path = tmp_path / "backbone.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    model = FaceEncoder(BACKBONE, n_shape=4, n_expression=4, n_albedo=4, weights_path=str(path))
+    loaded = model.backbone.state_dict()
+    for key, value in loaded.items():
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_loads_safetensors_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    source = timm.create_model(BACKBONE, pretrained=False, num_classes=0)
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = FaceEncoder(BACKBONE, n_shape=4, n_expression=4, n_albedo=4, weights_path=str(path))
+    key = next(iter(source.state_dict()))
+    assert torch.equal(model.backbone.state_dict()[key], source.state_dict()[key])
+
+
+def test_weights_of_another_backbone_give_a_clear_error(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), path)
+    with pytest.raises(EncoderWeightsError, match=rf"do not fit backbone '{BACKBONE}'.*missing keys.*unexpected keys"):
+        FaceEncoder(BACKBONE, weights_path=str(path))
+
+
+def test_weights_with_wrong_shapes_give_a_clear_error(tmp_path):
+    source = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=0)
+    path = tmp_path / "wider.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(EncoderWeightsError, match=r"shape mismatch: blocks\.0\.0\.conv_pw\.weight: file \(16, 16, 1, 1\) vs model \(8, 16, 1, 1\)"):
+        FaceEncoder(BACKBONE, weights_path=str(path))
+
+
+def test_missing_or_corrupt_weights_file_is_named(tmp_path):
+    with pytest.raises(EncoderWeightsError, match="nowhere.pth does not exist"):
+        FaceEncoder(BACKBONE, weights_path=str(tmp_path / "nowhere.pth"))
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderWeightsError, match="cannot read encoder weights .*corrupt.pth"):
+        FaceEncoder(BACKBONE, weights_path=str(corrupt))
