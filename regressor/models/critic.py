@@ -1,0 +1,199 @@
+"""ShapeCritic: scores how well a grey shaded render of a geometry explains a face image.
+
+The critic sees the RGB image and the albedo-free, light-fixed grey render of a candidate
+geometry (``Renders.shaded``), concatenated as 4 channels, and returns one scalar per sample:
+HIGHER = the geometry explains the image's shading better. It is trained (see
+``regressor.modules.critic``) so that its score approximates ``-log(1 + err / 1 mm)`` of the
+mean vertex error ``err``: the score is monotone in the error and does not saturate, which is what
+a loss needs (a saturated real/fake discriminator gives the regressor no gradient).
+
+Checkpoints are a plain dict of tensors and primitive types (``torch.save``), loaded with
+``torch.load(weights_only=True)`` so that a malicious pickle cannot run code, and carry the
+constructor config so that ``ShapeCritic.from_checkpoint`` rebuilds the network without the
+training code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CHECKPOINT_FORMAT = "face-psl/shape-critic"
+CHECKPOINT_VERSION = 1
+
+
+class CriticCheckpointError(ValueError):
+    """A file that is not a loadable ShapeCritic checkpoint; the message says why."""
+
+
+class ShapeCritic(nn.Module):
+    """Image + grey shaded render -> scalar score (higher = better geometry).
+
+    Args:
+        backbone: any timm model name, built with ``pretrained=False`` and ``in_chans=4``.
+        image_size: working resolution; inputs of other sizes are resized (bilinear, antialiased).
+        backbone_kwargs: extra ``timm.create_model`` kwargs, e.g. ``{"channels": [24, 48, 96, 192]}``
+            for a narrow ResNet.
+        error_scale_mm: the error unit of the score's calibration, ``score ~ -log(1 + err/unit)``
+            (documentation for users; the network itself does not use it).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet10t",
+        image_size: int = 64,
+        backbone_kwargs: dict[str, Any] | None = None,
+        error_scale_mm: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.image_size = int(image_size)
+        self.backbone_kwargs = _to_plain(dict(backbone_kwargs or {}))
+        self.error_scale_mm = float(error_scale_mm)
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.backbone_kwargs.items()}
+        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=4, num_classes=0, **kwargs)
+        self.head = nn.Linear(self.backbone.num_features, 1)
+        nn.init.zeros_(self.head.bias)
+        nn.init.normal_(self.head.weight, std=1e-3)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (plain types): what a checkpoint needs to rebuild the network."""
+        return {
+            "backbone": self.backbone_name,
+            "image_size": self.image_size,
+            "backbone_kwargs": self.backbone_kwargs,
+            "error_scale_mm": self.error_scale_mm,
+        }
+
+    def prepare(self, image: Tensor, shaded: Tensor) -> Tensor:
+        """(B,3,H,W) image + (B,1,H',W') render in [0,1] -> (B,4,S,S) centred network input."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"ShapeCritic: image must be (B,3,H,W), got {tuple(image.shape)}")
+        if shaded.ndim != 4 or shaded.shape[1] != 1:
+            raise ValueError(f"ShapeCritic: shaded must be (B,1,H,W), got {tuple(shaded.shape)}")
+        if image.shape[0] != shaded.shape[0]:
+            raise ValueError(f"ShapeCritic: batch sizes differ: image {image.shape[0]}, shaded {shaded.shape[0]}")
+        x = torch.cat([self._resize(image), self._resize(shaded)], dim=1)
+        return x - 0.5
+
+    def forward(self, image: Tensor, shaded: Tensor) -> Tensor:
+        """Score each (image, shaded) pair: (B,) higher = the geometry explains the image better."""
+        return self.head(self.backbone(self.prepare(image, shaded))).squeeze(-1)
+
+    def _resize(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] == (self.image_size, self.image_size):
+            return x
+        return F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                             align_corners=False, antialias=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Write ``{format, version, config, state_dict, metadata}`` atomically (tmp file + os.replace).
+
+        ``metadata`` must hold plain types only (str/int/float/bool/None/list/dict) so that the file
+        loads with ``weights_only=True``.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+            "metadata": _to_plain(dict(metadata or {})),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "ShapeCritic":
+        """Rebuild a critic from ``save_checkpoint``'s file (or a CriticModule Lightning checkpoint).
+
+        Returns the critic in eval mode. Raises ``FileNotFoundError`` for a missing file and
+        ``CriticCheckpointError`` for anything else that is not a ShapeCritic checkpoint.
+        """
+        payload = load_critic_payload(path, map_location)
+        critic = cls(**payload["config"])
+        try:
+            critic.load_state_dict(payload["state_dict"], strict=True)
+        except RuntimeError as error:
+            raise CriticCheckpointError(
+                f"{path}: weights do not match the architecture in its config {payload['config']}: {error}"
+            ) from None
+        critic.checkpoint_metadata = payload.get("metadata", {})
+        return critic.eval()
+
+
+def load_critic_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a critic checkpoint -> ``{config, state_dict, metadata}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"critic checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+        text = str(error)
+        if "weights_only" in text or "Unsupported global" in text:
+            reason = ("it contains Python objects other than tensors and plain types, and is refused "
+                      "because unpickling it could execute code")
+        else:
+            reason = f"it is not a readable torch file ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
+        raise CriticCheckpointError(f"cannot load critic checkpoint {path}: {reason}") from None
+    if not isinstance(payload, dict):
+        raise CriticCheckpointError(f"{path}: expected a dict, found {type(payload).__name__}")
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        version = payload.get("version")
+        if version != CHECKPOINT_VERSION:
+            raise CriticCheckpointError(f"{path}: critic checkpoint version {version}, expected {CHECKPOINT_VERSION}")
+        for key in ("config", "state_dict"):
+            if not isinstance(payload.get(key), dict):
+                raise CriticCheckpointError(f"{path}: critic checkpoint has no '{key}' dict")
+        return payload
+    if "pytorch-lightning_version" in payload or "state_dict" in payload:
+        return _payload_from_lightning(path, payload)
+    raise CriticCheckpointError(
+        f"{path}: not a ShapeCritic checkpoint (no format '{CHECKPOINT_FORMAT}'; keys: {sorted(payload)[:8]})"
+    )
+
+
+def _payload_from_lightning(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Accept a CriticModule Lightning checkpoint: weights under ``critic.``, config in hparams."""
+    state = payload.get("state_dict") or {}
+    prefix = "critic."
+    critic_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    hparams = payload.get("hyper_parameters") or {}
+    config = hparams.get("critic_config") if isinstance(hparams, dict) else None
+    if not critic_state or not isinstance(config, dict):
+        raise CriticCheckpointError(
+            f"{path}: a Lightning checkpoint of another module, not a CriticModule "
+            f"(no 'critic.*' weights with a 'critic_config' hyper-parameter)"
+        )
+    return {"config": config, "state_dict": critic_state, "metadata": {"source": "lightning", "path": str(path)}}
+
+
+def _to_plain(value: Any) -> Any:
+    """Recursively convert tuples/OmegaConf-ish containers to lists/dicts of plain types."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"critic checkpoint metadata must hold plain types, found {type(value).__name__}")

@@ -1,0 +1,106 @@
+"""ShapeCritic checkpoints: round trip, and a clear error for every kind of bad file."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
+
+TINY = dict(backbone="resnet10t", image_size=32, backbone_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8})
+
+
+def tiny_critic(**overrides) -> ShapeCritic:
+    torch.manual_seed(0)
+    return ShapeCritic(**{**TINY, **overrides})
+
+
+def inputs(batch: int = 2, size: int = 40):
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(batch, 3, size, size, generator=generator), torch.rand(batch, 1, size, size, generator=generator)
+
+
+def test_critic_scores_one_value_per_sample_at_any_input_size():
+    critic = tiny_critic().eval()
+    image, shaded = inputs(size=50)
+    assert critic(image, shaded).shape == (2,)
+
+
+def test_critic_rejects_wrongly_shaped_inputs_with_a_clear_message():
+    critic = tiny_critic()
+    image, shaded = inputs()
+    with pytest.raises(ValueError, match=r"shaded must be \(B,1,H,W\)"):
+        critic(image, shaded.expand(-1, 3, -1, -1))
+
+
+def test_checkpoint_round_trip_reproduces_scores_and_metadata(tmp_path):
+    critic = tiny_critic().eval()
+    with torch.no_grad():  # non-trivial BN statistics survive the round trip too
+        critic.backbone.bn1.running_mean.uniform_()
+    path = tmp_path / "critic.pt"
+    critic.save_checkpoint(path, {"git_commit": "abc", "metrics": {"auc": 0.9}, "seeds": (1, 2)})
+    loaded = ShapeCritic.from_checkpoint(path)
+    assert not loaded.training
+    assert loaded.config == critic.config
+    assert loaded.checkpoint_metadata["metrics"]["auc"] == 0.9
+    assert loaded.checkpoint_metadata["seeds"] == [1, 2]
+    image, shaded = inputs()
+    torch.testing.assert_close(loaded(image, shaded), critic(image, shaded))
+    assert [p.name for p in tmp_path.iterdir()] == ["critic.pt"]  # no temporary left behind
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        ShapeCritic.from_checkpoint(tmp_path / "nope.pt")
+
+
+def test_corrupt_bytes_are_reported_as_not_a_torch_file(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    tiny_critic().save_checkpoint(path, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CriticCheckpointError, match="not a readable torch file"):
+        ShapeCritic.from_checkpoint(path)
+
+
+def test_lightning_checkpoint_of_another_module_is_refused(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(BoringModel())
+    path = tmp_path / "other.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(CriticCheckpointError, match="another module"):
+        ShapeCritic.from_checkpoint(path)
+
+
+def test_weights_of_a_different_architecture_are_refused(tmp_path):
+    path = tmp_path / "wrong.pt"
+    tiny_critic().save_checkpoint(path, {})
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["backbone_kwargs"]["channels"] = [8, 8, 16, 32]
+    torch.save(payload, path)
+    with pytest.raises(CriticCheckpointError, match="do not match the architecture"):
+        ShapeCritic.from_checkpoint(path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickle_that_would_execute_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "face-psl/shape-critic", "payload": _RunsCode()}, path)
+    with pytest.raises(CriticCheckpointError, match="could execute code"):
+        ShapeCritic.from_checkpoint(path)
+
+
+def test_a_plain_dict_without_the_critic_format_is_refused(tmp_path):
+    path = tmp_path / "dict.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CriticCheckpointError, match="not a ShapeCritic checkpoint"):
+        ShapeCritic.from_checkpoint(path)
