@@ -1,0 +1,229 @@
+"""Reconstruct faces from images with a trained regressor, without Lightning or the training config.
+
+    from regressor.inference import Reconstructor
+    reconstructor = Reconstructor.from_checkpoint("outputs/quickstart/checkpoints/last.ckpt")
+    result = reconstructor.predict(["a.png", "b.jpg"])     # or a (B, 3, H, W) tensor in [0, 1]
+    result.params, result.mesh, result.renders
+
+The checkpoint is the Lightning ``.ckpt`` that ``regressor fit`` writes: its
+``hyper_parameters`` (saved by ``RegressorModule.save_hyperparameters``) say how to rebuild
+the encoder, face model and renderer, and its ``state_dict`` holds their weights. The loss
+stack (and the critic inside it) is not needed and not built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from regressor.types import FaceMesh, FaceParams, Renders
+
+PIPELINE_PREFIX = "pipeline."
+# The RegressorModule hyper-parameters that define the pipeline (everything else is training-only).
+PIPELINE_HPARAMS = ("backbone", "n_shape", "n_expression", "n_albedo", "image_size", "encoder", "face_model", "renderer")
+
+
+class CheckpointKindError(ValueError):
+    """A file that is not a regressor checkpoint (a critic checkpoint, a random file, ...)."""
+
+
+@dataclass
+class Reconstruction:
+    """What the regressor makes of a batch of B images.
+
+    Attributes:
+        params: predicted ``FaceParams`` (B, ...).
+        mesh: the face model's ``FaceMesh`` for them (vertices in metres, model space).
+        renders: ``Renders`` at the pipeline's image size.
+        images: (B, 3, H, W) the network input in [0, 1] (after resizing), for overlays.
+        names: optional per-image names (file stems) for writing outputs.
+    """
+
+    params: FaceParams
+    mesh: FaceMesh
+    renders: Renders
+    images: Optional[Tensor] = None
+    names: Optional[list[str]] = None
+
+    def to(self, device) -> "Reconstruction":
+        images = None if self.images is None else self.images.to(device)
+        return Reconstruction(self.params.to(device), self.mesh.to(device), self.renders.to(device), images, self.names)
+
+
+class ReconstructionPipeline(nn.Module):
+    """image -> encoder -> ``FaceParams`` -> face model -> ``FaceMesh`` -> renderer -> ``Renders``.
+
+    Plain PyTorch, shared by ``RegressorModule`` (training) and ``Reconstructor`` (inference).
+    """
+
+    def __init__(self, encoder: nn.Module, face_model: nn.Module, renderer: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.face_model = face_model
+        self.renderer = renderer
+        self.image_size = image_size
+
+    def forward(self, images: Tensor) -> Reconstruction:
+        """images: (B, 3, image_size, image_size) float in [0, 1]."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"expected {self.image_size}x{self.image_size} images (the model's image_size), "
+                f"got {images.shape[-2]}x{images.shape[-1]}"
+            )
+        params = self.encoder(images)
+        mesh = self.face_model(params)
+        albedo = self.face_model.albedo(params.albedo)
+        renders = self.renderer(mesh, params.camera, albedo=albedo, light=params.light)
+        return Reconstruction(params=params, mesh=mesh, renders=renders, images=images)
+
+
+def build_pipeline(
+    backbone: str = "mobilenetv3_small_100",
+    n_shape: int = 100,
+    n_expression: int = 50,
+    n_albedo: int = 10,
+    image_size: int = 64,
+    encoder: Optional[dict[str, Any]] = None,
+    face_model: Optional[dict[str, Any]] = None,
+    renderer: Optional[dict[str, Any]] = None,
+) -> ReconstructionPipeline:
+    """Build the pipeline from the (yaml-friendly) hyper-parameters of ``RegressorModule``."""
+    from regressor.face_model import FaceModel
+    from regressor.models.encoder import FaceEncoder
+    from regressor.render import Renderer
+
+    sizes = dict(n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo)
+    return ReconstructionPipeline(
+        encoder=FaceEncoder(backbone=backbone, **sizes, **(encoder or {})),
+        face_model=FaceModel(**sizes, **(face_model or {})),
+        renderer=Renderer(image_size=image_size, **(renderer or {})),
+        image_size=image_size,
+    )
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
+        raise CheckpointKindError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise CheckpointKindError(f"{path} holds a {type(checkpoint).__name__}, expected a Lightning checkpoint dict")
+    return checkpoint
+
+
+def regressor_hparams(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The pipeline hyper-parameters of a ``RegressorModule`` checkpoint, or a ``CheckpointKindError``."""
+    state = checkpoint.get("state_dict")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(state, dict) or not isinstance(hparams, dict):
+        found = sorted(str(k) for k in checkpoint)[:12]
+        hint = " (it looks like a ShapeCritic checkpoint; load it with ShapeCritic.from_checkpoint)" if "critic" in str(found).lower() or "architecture" in found or "metadata" in found else ""
+        raise CheckpointKindError(
+            f"{path} is not a RegressorModule Lightning checkpoint: expected keys 'state_dict' and "
+            f"'hyper_parameters', found {found}{hint}"
+        )
+    if not any(key.startswith(PIPELINE_PREFIX + "encoder.") for key in state):
+        some = sorted(state)[:5]
+        raise CheckpointKindError(
+            f"{path} is a Lightning checkpoint but not of a RegressorModule: no '{PIPELINE_PREFIX}encoder.*' "
+            f"weights (first keys: {some}); was it written by another module, e.g. the critic's?"
+        )
+    return {key: hparams[key] for key in PIPELINE_HPARAMS if key in hparams}
+
+
+def _square_resize(image: Tensor, size: int) -> Tensor:
+    """(3, H, W) -> (3, size, size): centre square crop, then antialiased resize."""
+    _, height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    image = image[:, top : top + side, left : left + side]
+    if side != size:
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return image.clamp(0, 1)
+
+
+def load_images(paths: Sequence[str | Path], size: int) -> Tensor:
+    """Read image files (any format ``load_image`` handles) as a (B, 3, size, size) batch in [0, 1].
+
+    Images are expected to be face crops; non-square ones are centre-cropped to a square.
+    """
+    from regressor.data.image_io import load_image
+
+    batch = []
+    for path in paths:
+        pixels = torch.from_numpy(load_image(path)).permute(2, 0, 1).float() / 255.0
+        batch.append(_square_resize(pixels, size))
+    return torch.stack(batch)
+
+
+class Reconstructor:
+    """Inference wrapper: a ``ReconstructionPipeline`` in eval mode on one device."""
+
+    def __init__(self, pipeline: ReconstructionPipeline, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.pipeline = pipeline.to(self.device).eval()
+        self.image_size = pipeline.image_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Reconstructor":
+        """Rebuild the pipeline from a ``RegressorModule`` checkpoint alone (no yaml needed)."""
+        checkpoint = load_checkpoint_file(path)
+        hparams = regressor_hparams(checkpoint, path)
+        pipeline = build_pipeline(**hparams)
+        state = {k[len(PIPELINE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PIPELINE_PREFIX)}
+        missing, unexpected = pipeline.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointKindError(
+                f"{path}: weights do not fit the pipeline described by its hyper-parameters "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        return cls(pipeline, device)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor | Sequence[str | Path], batch_size: int = 16) -> Reconstruction:
+        """Reconstruct ``images``: a (B, 3, H, W) tensor (float in [0, 1] or uint8) or a list of file paths.
+
+        Inputs of another size are centre-cropped to a square and resized to the model's size.
+        """
+        names: Optional[list[str]] = None
+        if isinstance(images, Tensor):
+            if images.ndim == 3:
+                images = images[None]
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"expected an image tensor of shape (B, 3, H, W), got {tuple(images.shape)}")
+            images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+            if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+                images = torch.stack([_square_resize(image, self.image_size) for image in images])
+        else:
+            paths = [Path(p) for p in ([images] if isinstance(images, (str, Path)) else images)]
+            if not paths:
+                raise ValueError("predict() got an empty list of images")
+            names = [p.stem for p in paths]
+            images = load_images(paths, self.image_size)
+        if not torch.isfinite(images).all():
+            raise ValueError("input images contain NaN or infinite values")
+        chunks = [self.pipeline(chunk.to(self.device)) for chunk in images.split(batch_size)]
+        result = Reconstruction(
+            params=FaceParams.cat([c.params for c in chunks]),
+            mesh=FaceMesh(
+                vertices=torch.cat([c.mesh.vertices for c in chunks]), faces=chunks[0].mesh.faces,
+                landmarks3d=torch.cat([c.mesh.landmarks3d for c in chunks]),
+                now_landmarks3d=torch.cat([c.mesh.now_landmarks3d for c in chunks]),
+            ),
+            renders=Renders(**{name: torch.cat([getattr(c.renders, name) for c in chunks]) for name, _ in chunks[0].renders.items()}),
+            images=torch.cat([c.images for c in chunks]),
+            names=names,
+        )
+        return result

@@ -1,0 +1,222 @@
+"""``RegressorModule``: Lightning glue for encoder -> FaceModel -> Renderer -> LossStack.
+
+Everything that computes something lives in plain modules (``regressor.inference.
+ReconstructionPipeline``, ``regressor.losses.LossStack``); this class only wires them to a
+Trainer: it logs every loss term as ``loss/<name>`` and ``loss/total``, computes the
+validation/test metrics when ground truth exists, and decides what a non-finite loss does.
+
+Metrics (``val/...`` and ``test/...``, synchronised across DDP ranks):
+
+* ``vertex_error_mm``: mean per-vertex distance to the ground-truth mesh, no alignment (the
+  predicted and true meshes are both in model space, so this includes pose error);
+* ``vertex_error_aligned_mm``: the same after a similarity (scale, rotation, translation)
+  Procrustes alignment of all vertices, i.e. the shape error alone;
+* ``landmark_error_px``: mean distance of the projected 68 landmarks to the targets (valid only);
+* ``critic_score``: mean score of the critic in the loss stack (or of ``metric_critic``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch3d.ops import corresponding_points_alignment
+from torch import Tensor
+
+from regressor.inference import Reconstruction, build_pipeline
+from regressor.losses import LossStack, NonFiniteLossError
+from regressor.types import FaceBatch, LossInputs
+
+DEFAULT_LOSSES: list[dict[str, Any]] = [
+    {"name": "photometric", "weight": 1.0},
+    {"name": "landmarks", "weight": 1.0},
+    {"name": "regularizers", "weight": 1.0},
+]
+
+
+def vertex_errors_mm(predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,) mean vertex distance in mm, unaligned and after similarity alignment.
+
+    predicted, target: (B, V, 3) metres, same topology.
+    """
+    predicted, target = predicted.float(), target.float()
+    raw = (predicted - target).norm(dim=-1).mean(dim=-1)
+    transform = corresponding_points_alignment(predicted, target, estimate_scale=True)
+    aligned = transform.s[:, None, None] * torch.bmm(predicted, transform.R) + transform.T[:, None, :]
+    return raw * 1000.0, (aligned - target).norm(dim=-1).mean(dim=-1) * 1000.0
+
+
+def landmark_error_px(predicted: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """(B,) mean distance over valid landmarks; predicted, target (B, 68, 2) px, valid (B, 68)."""
+    distance = (predicted - target).norm(dim=-1)
+    return (distance * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+
+
+class RegressorModule(pl.LightningModule):
+    """Self-supervised face regressor.
+
+    Args:
+        backbone: timm model name of the encoder (``pretrained=False`` always).
+        n_shape, n_expression, n_albedo: coefficient counts (encoder heads and face model).
+        image_size: input and render size in pixels (linked to the data module's by the CLI).
+        encoder: extra ``FaceEncoder`` kwargs (e.g. ``weights_path``, ``hidden_dim``).
+        face_model: extra ``FaceModel`` kwargs (e.g. ``model_path`` of a real FLAME file).
+        renderer: extra ``Renderer`` kwargs (e.g. ``backend``, ``background``).
+        losses: the loss stack, a list of ``{name, weight, **kwargs}`` (see ``regressor.losses``).
+        lr, weight_decay: AdamW settings for the encoder (the only trained part).
+        scheduler: ``"none"`` or ``"cosine"`` (per-step cosine decay to 1% over the whole run).
+        nan_policy: on a non-finite loss, ``"skip"`` the step (counted, logged as
+            ``train/skipped_steps``, with a warning naming the term) or ``"stop"`` (re-raise).
+        metric_critic: critic checkpoint for the ``critic_score`` metric when the loss stack has
+            no ``perceptual_shape`` term.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv3_small_100",
+        n_shape: int = 100,
+        n_expression: int = 50,
+        n_albedo: int = 10,
+        image_size: int = 64,
+        encoder: Optional[dict[str, Any]] = None,
+        face_model: Optional[dict[str, Any]] = None,
+        renderer: Optional[dict[str, Any]] = None,
+        losses: Optional[list[dict[str, Any]]] = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: Literal["none", "cosine"] = "none",
+        nan_policy: Literal["skip", "stop"] = "skip",
+        metric_critic: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if nan_policy not in ("skip", "stop"):
+            raise ValueError(f"nan_policy must be 'skip' or 'stop', got {nan_policy!r}")
+        self.save_hyperparameters()
+        self.pipeline = build_pipeline(
+            backbone=backbone, n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo,
+            image_size=image_size, encoder=encoder, face_model=face_model, renderer=renderer,
+        )
+        self.loss_stack = LossStack(losses if losses else DEFAULT_LOSSES)
+        self.metric_critic = None
+        if metric_critic is not None:
+            from regressor.losses.perceptual import PerceptualShapeLoss
+
+            self.metric_critic = PerceptualShapeLoss(checkpoint=metric_critic)
+        self.skipped_steps = 0
+
+    # ----------------------------------------------------------------------------- pieces
+    def reconstruct(self, images: Tensor) -> Reconstruction:
+        """(B, 3, H, W) images in [0, 1] -> params, mesh and renders."""
+        return self.pipeline(images)
+
+    forward = reconstruct
+
+    def train(self, mode: bool = True) -> "RegressorModule":
+        """The loss stack (frozen critic, priors) never trains; only the pipeline switches mode."""
+        super().train(mode)
+        self.loss_stack.train(False)
+        if self.metric_critic is not None:
+            self.metric_critic.train(False)
+        return self
+
+    def _critic_term(self):
+        for term in self.loss_stack.terms.values():
+            if hasattr(term, "critic") and hasattr(term, "score"):
+                return term
+        return self.metric_critic
+
+    def _losses(self, batch: FaceBatch, result: Reconstruction) -> dict[str, Tensor]:
+        inputs = LossInputs(batch=batch, params=result.params, mesh=result.mesh, renders=result.renders, step=self.global_step)
+        return self.loss_stack(inputs)
+
+    # ----------------------------------------------------------------------------- training
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
+        face_batch = FaceBatch.from_dict(batch)
+        result = self.reconstruct(face_batch.image)
+        try:
+            losses = self._losses(face_batch, result)
+        except NonFiniteLossError as error:
+            return self._non_finite(error)
+        batch_size = face_batch.batch_size
+        for name, value in losses.items():
+            self.log(f"loss/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "total")
+        return losses["total"]
+
+    def _non_finite(self, error: NonFiniteLossError) -> Optional[Tensor]:
+        if self.hparams.nan_policy == "stop":
+            error.add_note("nan_policy='stop'; set model.init_args.nan_policy: skip to skip such steps instead")
+            raise error
+        self.skipped_steps += 1
+        warnings.warn(f"skipping training step {self.global_step}: {error} (skipped so far: {self.skipped_steps})", RuntimeWarning, stacklevel=2)
+        self.log("train/skipped_steps", float(self.skipped_steps), reduce_fx="max")
+        if self.trainer.world_size > 1:
+            # Returning None would desynchronise DDP's gradient all-reduce; a zero loss
+            # connected to every trained parameter keeps the ranks in step (zero gradients).
+            return sum(p.sum() for p in self.pipeline.encoder.parameters() if p.requires_grad) * 0.0
+        return None
+
+    # ----------------------------------------------------------------------------- evaluation
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def evaluation_metrics(self, batch: FaceBatch, result: Reconstruction) -> dict[str, Tensor]:
+        """(B,) per-sample metrics available for this batch (see the module docstring)."""
+        metrics = {
+            "landmark_error_px": landmark_error_px(result.renders.landmarks2d, batch.landmarks, batch.landmarks_valid)
+        }
+        if batch.vertices is not None:
+            if batch.vertices.shape != result.mesh.vertices.shape:
+                raise ValueError(
+                    f"ground-truth vertices {tuple(batch.vertices.shape)} do not match the face model's "
+                    f"{tuple(result.mesh.vertices.shape)}; vertex metrics need the same topology"
+                )
+            metrics["vertex_error_mm"], metrics["vertex_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices, batch.vertices)
+        critic = self._critic_term()
+        if critic is not None:
+            metrics["critic_score"] = critic.score(batch.image, result.renders.shaded)
+        return metrics
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        face_batch = FaceBatch.from_dict(batch)
+        result = self.reconstruct(face_batch.image)
+        batch_size = face_batch.batch_size
+        try:
+            losses = self._losses(face_batch, result)
+        except NonFiniteLossError as error:
+            warnings.warn(f"{stage}: {error}; this batch's losses are not logged", RuntimeWarning, stacklevel=2)
+            losses = {}
+        for name, value in losses.items():
+            self.log(f"{stage}/loss/{name}", value, batch_size=batch_size, sync_dist=True)
+        for name, values in self.evaluation_metrics(face_batch, result).items():
+            self.log(f"{stage}/{name}", values.mean(), batch_size=batch_size, sync_dist=True, prog_bar=stage == "val")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Reconstruction:
+        if isinstance(batch, Tensor):
+            images, names = batch, None
+        elif isinstance(batch, (list, tuple)):
+            images, names = batch[0], None
+        else:
+            images, names = batch["image"], batch.get("name")
+        result = self.reconstruct(images)
+        result.names = list(names) if names is not None else None
+        return result
+
+    # ----------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        trained = [p for p in self.pipeline.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.scheduler == "none":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.hparams.lr * 0.01)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
