@@ -46,8 +46,10 @@ class PerceptualShapeLoss(LossTerm):
             in the working directory, then in the repository root.
         warmup_steps: the term is 0 (and the critic is not run) while ``step < warmup_steps``,
             so the geometry first settles under the photometric and landmark terms.
-        transform: ``"softplus"`` (``softplus(-score)``: bounded below, saturates once the critic
-            is convinced, which limits exaggerated shapes) or ``"negate"`` (``-score``).
+        transform: ``"negate"`` (``-score``; the shipped critic is calibrated so that
+            ``score ~ -log(1 + err / 1 mm)``, so this is a non-saturating error proxy >= 0) or
+            ``"softplus"`` (``softplus(-score)``: bounded below and saturating for very good
+            scores, for critics trained as real/fake logits).
         critic: an already built critic (tests, fitting); overrides ``checkpoint``.
     """
 
@@ -55,7 +57,7 @@ class PerceptualShapeLoss(LossTerm):
         self,
         checkpoint: str = DEFAULT_CRITIC_CHECKPOINT,
         warmup_steps: int = 0,
-        transform: str = "softplus",
+        transform: str = "negate",
         critic: nn.Module | None = None,
     ) -> None:
         super().__init__()

@@ -76,6 +76,7 @@ class FaceEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
+        self.n_shape, self.n_expression, self.n_albedo = n_shape, n_expression, n_albedo
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
         if weights_path is not None:
             self.load_backbone_weights(weights_path)
