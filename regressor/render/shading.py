@@ -69,16 +69,22 @@ def interpolate(fragments: Fragments, faces: Tensor, vertex_attributes: Tensor) 
         (B, C, H, W), 0 on background; differentiable w.r.t. the attributes and barycentrics.
     """
     batch, height, width, _ = fragments.pix_to_face.shape
-    channels = vertex_attributes.shape[-1]
-    face_attributes = vertex_attributes[:, faces.long()].reshape(-1, 3, channels)  # (B*F, 3, C), packed order
-    pix_to_face = fragments.pix_to_face[..., 0].reshape(-1)
-    covered = (pix_to_face >= 0).nonzero().squeeze(1)
-    out = vertex_attributes.new_zeros(batch * height * width, channels)
-    if covered.numel() > 0:
-        bary = fragments.bary_coords[..., 0, :].reshape(-1, 3)[covered].to(vertex_attributes.dtype)
-        values = (bary[:, :, None] * face_attributes[pix_to_face[covered]]).sum(dim=1)
-        out = out.index_put((covered,), values)
-    return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    num_verts, channels = vertex_attributes.shape[1], vertex_attributes.shape[-1]
+    faces = faces.long()
+    if faces.shape[0] == 0 or num_verts == 0:
+        return vertex_attributes.new_zeros(batch, channels, height, width)
+    pix_to_face = fragments.pix_to_face.reshape(-1)
+    covered = pix_to_face >= 0
+    packed = pix_to_face.clamp(min=0)
+    num_faces = max(faces.shape[0], 1)
+    # Packed face b*F+f -> the three packed vertex ids b*V+v; dense over all pixels, masked after.
+    vertex_ids = faces.index_select(0, packed % num_faces) + (torch.div(packed, num_faces, rounding_mode="floor")
+                                                               * num_verts)[:, None]
+    corner_values = vertex_attributes.reshape(-1, channels).index_select(0, vertex_ids.reshape(-1))
+    bary = fragments.bary_coords.reshape(-1, 3).to(vertex_attributes.dtype)
+    values = (corner_values.view(-1, 3, channels) * bary[:, :, None]).sum(dim=1)
+    values = values * covered[:, None].to(values.dtype)
+    return values.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
 def sh_basis(normals: Tensor) -> Tensor:

@@ -40,20 +40,13 @@ _DEGENERATE_AREA = 1e-10  # px^2; pytorch3d skips faces with |area| < 1e-8 in ND
 
 
 def _edge_barycentrics(face_xy: Tensor, px: Tensor, py: Tensor, area: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Barycentrics of points ``(px, py)`` in triangles; shapes broadcast.
-
-    face_xy: (N, 3, 2) triangle corners; px, py: (N, K) or (N,); area: (N,) signed doubled area.
-    """
-    x0, y0 = face_xy[:, 0, 0:1], face_xy[:, 0, 1:2]
-    x1, y1 = face_xy[:, 1, 0:1], face_xy[:, 1, 1:2]
-    x2, y2 = face_xy[:, 2, 0:1], face_xy[:, 2, 1:2]
-    if px.dim() == 1:
-        px, py = px[:, None], py[:, None]
-    inv_area = 1.0 / area[:, None]
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
-    b2 = 1.0 - b0 - b1
-    return b0, b1, b2
+    """(N, 3, 2) triangles, (N,) points and (N,) doubled signed areas -> three (N,) barycentrics."""
+    x0, y0 = face_xy[:, 0, 0], face_xy[:, 0, 1]
+    x1, y1 = face_xy[:, 1, 0], face_xy[:, 1, 1]
+    x2, y2 = face_xy[:, 2, 0], face_xy[:, 2, 1]
+    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
+    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
+    return b0, b1, 1.0 - b0 - b1
 
 
 def signed_area(face_xy: Tensor) -> Tensor:
@@ -92,42 +85,58 @@ def _nearest_face_keys(
     face_ids = valid.nonzero().squeeze(1)
     if face_ids.numel() == 0:
         return best
-    col_lo, row_lo = col_lo[face_ids].long(), row_lo[face_ids].long()
-    box_w = col_hi[face_ids].long() - col_lo + 1
-    box_h = row_hi[face_ids].long() - row_lo + 1
+    col_lo, row_lo = col_lo[face_ids], row_lo[face_ids]
+    box_w = (col_hi[face_ids] - col_lo + 1).long()
+    box_h = (row_hi[face_ids] - row_lo + 1).long()
+    # Barycentrics and depth are affine in the pixel position: b = b(base) + A * dx + B * dy,
+    # with the base = the box's top-left pixel centre. Evaluating relative to it keeps float32 exact.
+    rel = xy[face_ids] - torch.stack([col_lo + 0.5, row_lo + 0.5], dim=-1)[:, None, :]  # (M, 3, 2)
+    inv_area = 1.0 / area[face_ids]
+    x0, x1, x2 = rel[:, 0, 0], rel[:, 1, 0], rel[:, 2, 0]
+    y0, y1, y2 = rel[:, 0, 1], rel[:, 1, 1], rel[:, 2, 1]
+    base = torch.stack([(x1 * y2 - x2 * y1), (x2 * y0 - x0 * y2), (x0 * y1 - x1 * y0)], dim=1) * inv_area[:, None]
+    step_x = torch.stack([y1 - y2, y2 - y0, y0 - y1], dim=1) * inv_area[:, None]
+    step_y = torch.stack([x2 - x1, x0 - x2, x1 - x0], dim=1) * inv_area[:, None]
+    zf = z[face_ids]
+    coeffs = torch.stack([  # (M, 4 quantities [b0, b1, b2, depth], 3 terms [base, x step, y step])
+        torch.cat([base, (base * zf).sum(1, keepdim=True)], dim=1),
+        torch.cat([step_x, (step_x * zf).sum(1, keepdim=True)], dim=1),
+        torch.cat([step_y, (step_y * zf).sum(1, keepdim=True)], dim=1),
+    ], dim=2)
+    base_pixel = (face_ids // faces_per_mesh) * (height * width) + row_lo.long() * width + col_lo.long()
+
     # Bucket by power-of-two box size: log2 of the next power of two (0 for 1 px).
     log_w = torch.ceil(torch.log2(box_w.float())).long()
     log_h = torch.ceil(torch.log2(box_h.float())).long()
     bucket = log_w * 64 + log_h
     order = torch.argsort(bucket)
-    bucket_sorted = bucket[order]
-    unique_buckets, counts = torch.unique_consecutive(bucket_sorted, return_counts=True)
+    unique_buckets, counts = torch.unique_consecutive(bucket[order], return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    pixels_per_image = height * width
     for key, start, count in zip(unique_buckets.tolist(), starts.tolist(), counts.tolist()):
         grid_w, grid_h = 1 << (key // 64), 1 << (key % 64)
         cells = grid_w * grid_h
         dx = torch.arange(grid_w, device=device).repeat(grid_h)
         dy = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
+        offset = dy * width + dx
+        dxf, dyf = dx.float(), dy.float()
         chunk = max(1, max_candidates // cells)
         for c0 in range(start, start + count, chunk):
             sel = order[c0:min(c0 + chunk, start + count)]
-            fid = face_ids[sel]
-            px = col_lo[sel, None] + dx
-            py = row_lo[sel, None] + dy
-            in_box = (px - col_lo[sel, None] < box_w[sel, None]) & (py - row_lo[sel, None] < box_h[sel, None])
-            b0, b1, b2 = _edge_barycentrics(xy[fid], px.float() + 0.5, py.float() + 0.5, area[fid])
-            zf = z[fid]
-            depth = b0 * zf[:, 0:1] + b1 * zf[:, 1:2] + b2 * zf[:, 2:3]
-            hit = in_box & (b0 >= 0) & (b1 >= 0) & (b2 >= 0) & (depth > 0)
-            hit_face, hit_cell = hit.nonzero(as_tuple=True)
-            if hit_face.numel() == 0:
+            c = coeffs[sel]  # (n, 4, 3)
+            values = c[:, :, 0:1] + c[:, :, 1:2] * dxf + c[:, :, 2:3] * dyf  # (n, 4, cells)
+            hit = values.amin(dim=1) >= 0  # all barycentrics >= 0 and depth >= 0
+            if cells > 1:
+                hit &= (dx < box_w[sel, None]) & (dy < box_h[sel, None])
+            hit &= values[:, 3] > 0
+            flat = hit.view(-1).nonzero().squeeze(1)
+            if flat.numel() == 0:
                 continue
-            packed_face = fid[hit_face]
-            image = packed_face // faces_per_mesh
-            pixel = image * pixels_per_image + py[hit_face, hit_cell] * width + px[hit_face, hit_cell]
-            depth_bits = depth[hit_face, hit_cell].contiguous().view(torch.int32).to(torch.int64)
-            keys = (depth_bits << 32) | packed_face
+            local_face = torch.div(flat, cells, rounding_mode="floor")
+            cell = flat - local_face * cells
+            depth = values[:, 3].reshape(-1).index_select(0, flat)
+            sel_hit = sel.index_select(0, local_face)
+            pixel = base_pixel.index_select(0, sel_hit) + offset.index_select(0, cell)
+            keys = (depth.view(torch.int32).to(torch.int64) << 32) | face_ids.index_select(0, sel_hit)
             best.scatter_reduce_(0, pixel, keys, reduce="amin", include_self=True)
     return best
 
@@ -159,20 +168,21 @@ def rasterize_torch(
     covered = best != _NO_FACE
     pix_to_face = torch.where(covered, best & 0xFFFFFFFF, torch.full_like(best, -1))
 
-    pixel = covered.nonzero().squeeze(1)
-    dtype = verts_screen.dtype
-    bary = torch.full((batch * height * width, 3), -1.0, dtype=dtype, device=verts_screen.device)
-    zbuf = torch.full((batch * height * width,), -1.0, dtype=dtype, device=verts_screen.device)
-    if pixel.numel() > 0:
-        winner = face_verts[pix_to_face[pixel]]  # (N, 3, 3) differentiable
-        in_image = pixel % (height * width)
-        px = (in_image % width).to(dtype) + 0.5
-        py = torch.div(in_image, width, rounding_mode="floor").to(dtype) + 0.5
-        b0, b1, b2 = _edge_barycentrics(winner[..., :2], px, py, signed_area(winner[..., :2]))
-        winner_bary = torch.cat([b0, b1, b2], dim=1)
-        winner_depth = (winner_bary * winner[..., 2]).sum(dim=1)
-        bary = bary.index_put((pixel,), winner_bary)
-        zbuf = zbuf.index_put((pixel,), winner_depth)
+    # Recompute, with autograd, for every pixel's winner (dense: clamped ids on background,
+    # masked afterwards -- cheaper than compacting, since faces cover a large part of the image).
+    dtype, device = verts_screen.dtype, verts_screen.device
+    winner = face_verts.index_select(0, pix_to_face.clamp(min=0))  # (B*H*W, 3, 3)
+    in_image = torch.arange(height * width, device=device)
+    px = ((in_image % width).to(dtype) + 0.5).repeat(batch)
+    py = (torch.div(in_image, width, rounding_mode="floor").to(dtype) + 0.5).repeat(batch)
+    area = signed_area(winner[..., :2])
+    area = torch.where(covered, area, torch.ones_like(area))  # background rows: avoid 0/0 in backward
+    b0, b1, b2 = _edge_barycentrics(winner[..., :2], px, py, area)
+    winner_bary = torch.stack([b0, b1, b2], dim=1)
+    winner_depth = (winner_bary * winner[..., 2]).sum(dim=1)
+    background = ~covered
+    bary = winner_bary.masked_fill(background[:, None], -1.0)
+    zbuf = winner_depth.masked_fill(background, -1.0)
     return Fragments(
         pix_to_face=pix_to_face.view(batch, height, width, 1),
         bary_coords=bary.view(batch, height, width, 1, 3),
