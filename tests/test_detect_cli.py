@@ -131,12 +131,28 @@ def test_unreadable_photo_raises_image_read_error_and_caches_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory) -> Path:
-    """A face (jpeg), the same face in grayscale (png), a wall of noise, and a corrupt file."""
+    """Every kind of photo users bring: a face (jpeg), grayscale, EXIF-rotated, CMYK, a tiny face,
+    a huge 6000x4000 photo, two faces, a wall of noise, and a corrupt file."""
     skimage_data = pytest.importorskip("skimage.data")
     folder = tmp_path_factory.mktemp("photos")
     astronaut = skimage_data.astronaut()
-    Image.fromarray(astronaut).save(folder / "astronaut.jpg", quality=92)
-    Image.fromarray(astronaut).convert("L").resize((384, 384)).save(folder / "gray.png")
+    face = Image.fromarray(astronaut)
+    face.save(folder / "astronaut.jpg", quality=92)
+    face.convert("L").resize((384, 384)).save(folder / "gray.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(np.ascontiguousarray(np.rot90(astronaut))).save(folder / "exif_rotated.jpg", quality=92, exif=exif)
+    face.convert("CMYK").save(folder / "cmyk.jpg", quality=92)
+    tiny = Image.new("RGB", (640, 480), (120, 120, 120))
+    tiny.paste(face.resize((160, 160), Image.Resampling.BOX), (300, 200))
+    tiny.save(folder / "tiny.png")
+    huge = Image.new("RGB", (6000, 4000), (90, 90, 90))
+    huge.paste(face.resize((4000, 4000), Image.Resampling.BILINEAR), (1000, 0))
+    huge.save(folder / "huge.jpg", quality=80)
+    pair = Image.new("RGB", (512 + 384, 512), (120, 120, 120))
+    pair.paste(face, (0, 0))
+    pair.paste(face.resize((384, 384), Image.Resampling.BOX), (512, 0))
+    pair.save(folder / "two_faces.png")
     noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "noise.png")
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
@@ -150,10 +166,12 @@ def test_landmarks_command_writes_pts_json_previews_and_a_summary(photo_folder, 
     code = regressor_main(["landmarks", "--images", str(photo_folder), "--out", str(out), "--preview"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "4 images: 2 with one face" in printed and "1 with no face" in printed and "1 unreadable" in printed
+    assert "9 images: 6 with one face, 1 with several faces" in printed
+    assert "1 with no face, 1 unreadable" in printed and "corrupt.jpg" in printed and "noise.png" in printed
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["one_face"] == 2
+    assert summary["counts"]["one_face"] == 6 and summary["counts"]["failed"] == 0
+    assert summary["files"]["several_faces"] == ["two_faces.png"]
     assert summary["files"]["no_face"] == ["noise.png"] and summary["files"]["unreadable"] == ["corrupt.jpg"]
     assert "corrupt" in summary["reasons"]["corrupt.jpg"] or "truncated" in summary["reasons"]["corrupt.jpg"]
 
@@ -162,13 +180,22 @@ def test_landmarks_command_writes_pts_json_previews_and_a_summary(photo_folder, 
     x0, y0, x1, y1 = record["box"]
     assert record["num_faces"] == 1 and record["score"] > 0
     assert np.all((landmarks[17:, 0] > x0) & (landmarks[17:, 0] < x1) & (landmarks[17:, 1] > y0) & (landmarks[17:, 1] < y1))
-    gray = load_landmarks(out / "gray.pts")
-    np.testing.assert_allclose(gray, landmarks * 384 / 512, atol=4)  # same face, scaled copy
+    # The other photos show the same face: their landmarks are the astronaut's, moved accordingly.
+    for name in ("exif_rotated", "cmyk", "two_faces"):
+        np.testing.assert_allclose(load_landmarks(out / f"{name}.pts"), landmarks, atol=4, err_msg=name)
+    np.testing.assert_allclose(load_landmarks(out / "gray.pts"), landmarks * 384 / 512, atol=4)
+    huge_expected = landmarks * 4000 / 512 + np.array([1000.0, 0.0])
+    assert np.median(np.abs(load_landmarks(out / "huge.pts") - huge_expected)) < 15  # face is ~690 px wide
+    assert json.loads((out / "huge.json").read_text())["image_size"] == [6000, 4000]
+    tiny_expected = landmarks * 160 / 512 + np.array([300.0, 200.0])
+    assert np.median(np.abs(load_landmarks(out / "tiny.pts") - tiny_expected)) < 3
 
     with Image.open(out / "preview" / "astronaut.png") as preview:
         assert preview.size == (512, 512)
         nose_tip = np.asarray(preview.convert("RGB"))[int(landmarks[30, 1]), int(landmarks[30, 0])]
         assert tuple(nose_tip) == (255, 40, 40)  # a red landmark dot was drawn there
+    with Image.open(out / "preview" / "huge.png") as preview:
+        assert max(preview.size) == 1024  # previews of huge photos are downscaled
     assert not (out / "noise.pts").exists() and not (out / "preview" / "noise.png").exists()
 
     # A second run reuses the up-to-date results and reports the same.
