@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -131,6 +132,68 @@ def load_image(
         # Pillow signals truncation/corruption with OSError ("image file is truncated"),
         # SyntaxError (broken headers) or ValueError, depending on the plugin.
         raise ImageReadError(path, f"corrupt or truncated ({type(error).__name__}: {error})") from None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file header says: upright size (EXIF orientation applied) and Pillow mode."""
+
+    width: int
+    height: int
+    mode: str
+
+    @property
+    def conversion(self) -> str | None:
+        """Which conversion ``load_image`` will apply, for reporting; None for plain RGB."""
+        if self.mode == "RGB":
+            return None
+        if self.mode.startswith("I;16") or self.mode in ("I", "F"):
+            return "16-bit"
+        if self.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            return "alpha"
+        if self.mode in ("L", "1"):
+            return "grayscale"
+        return {"CMYK": "cmyk", "P": "palette"}.get(self.mode, self.mode)
+
+
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def probe_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS, verify: bool = True) -> ImageInfo:
+    """Cheap check of an image file without decoding its pixels.
+
+    Reads the header (size, mode, EXIF orientation) and, with ``verify``, runs Pillow's
+    ``verify()`` (for PNG this checks every chunk's CRC, so truncated PNGs are caught here;
+    for JPEG it checks little, and a truncated JPEG is only caught by ``load_image``).
+
+    Raises:
+        ImageReadError: as ``load_image`` would for a missing, unrecognised or oversized file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found" if not path.exists() else "not a regular file")
+    try:
+        with _pixel_limit(max_pixels), Image.open(path) as image:
+            width, height = image.size
+            mode = image.mode
+            try:
+                orientation = image.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - broken EXIF: load_image ignores it too
+                orientation = 1
+        if verify:  # verify() must come straight after open, hence a second open
+            with _pixel_limit(max_pixels), Image.open(path) as image:
+                image.verify()
+    except Image.DecompressionBombError:
+        raise ImageReadError(path, f"image is larger than the limit of {max_pixels:,} pixels") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image format (corrupt or not an image)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as error:
+        raise ImageReadError(path, f"corrupt or truncated ({type(error).__name__}: {error})") from None
+    if width <= 0 or height <= 0:
+        raise ImageReadError(path, f"image has an empty size {width}x{height}")
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return ImageInfo(width=width, height=height, mode=mode)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
