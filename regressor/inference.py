@@ -112,6 +112,10 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] != b"PK":  # torch.save writes a zip archive since PyTorch 1.6
+        raise CheckpointKindError(f"{path} is not a PyTorch checkpoint (not a torch.save zip archive; first bytes {magic!r})")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling errors come in many types

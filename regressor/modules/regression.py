@@ -133,10 +133,17 @@ class RegressorModule(pl.LightningModule):
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
         face_batch = FaceBatch.from_dict(batch)
+        # A skipped step must leave no trace: the forward pass alone updates BatchNorm
+        # statistics (with NaNs, if the batch produced them), so keep a copy to restore.
+        buffers = [b.detach().clone() for b in self.pipeline.encoder.buffers()] if self.hparams.nan_policy == "skip" else None
         result = self.reconstruct(face_batch.image)
         try:
             losses = self._losses(face_batch, result)
         except NonFiniteLossError as error:
+            if buffers is not None:
+                with torch.no_grad():
+                    for buffer, saved in zip(self.pipeline.encoder.buffers(), buffers):
+                        buffer.copy_(saved)
             return self._non_finite(error)
         batch_size = face_batch.batch_size
         for name, value in losses.items():
