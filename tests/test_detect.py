@@ -2,6 +2,8 @@
 photos users really have: rotated by EXIF, grayscale, CMYK, huge, tiny faces, no face at all."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -154,6 +156,12 @@ def test_suit_patch_clutter_is_not_picked_although_its_box_is_larger(detector, a
     found = detector.detect(canvas)
     assert found is not None and found.num_faces == 1
     assert found.box[1] < 150  # the face (top ~83 px), not the patch (top ~330 px)
+
+
+def test_detector_survives_pickling_for_dataloader_workers(detector, astronaut, astronaut_detection):
+    copy = pickle.loads(pickle.dumps(detector))
+    assert copy is not detector and copy.max_side == detector.max_side
+    np.testing.assert_array_equal(copy.detect(astronaut).landmarks, astronaut_detection.landmarks)
 
 
 def test_non_uint8_or_wrongly_shaped_arrays_are_rejected_clearly(detector):

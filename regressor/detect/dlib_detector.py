@@ -88,9 +88,20 @@ class FaceDetector:
         self.max_upsampled_side = int(max_upsampled_side)
         self.threshold = float(threshold)
         self.relative_score = float(relative_score)
+        self._load(dlib)
+
+    def _load(self, dlib) -> None:
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor_model_path()))
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers receive a pickled copy: send the settings, reload dlib's models there.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_dlib", "_detector", "_predictor")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._load(import_dlib())
 
     def _find_faces(self, image: np.ndarray) -> tuple[list, list[float]]:
         """dlib rectangles and scores in ``image``, retrying with more upsampling while none is found."""
