@@ -1,0 +1,195 @@
+"""Linear bases and rig of the built-in head: identity, expression, skinning, joints, pose correctives.
+
+Identity components are finite differences of the sculpting knobs (head width, nose size, ...)
+followed by smooth random fields; expression components are displacement fields of named
+facial actions (smile, brow raise, ...) followed by small localised random fields. Each basis
+is orthonormalised (w.r.t. the flattened (V*3,) vertex vector, semantic components first) and
+then scaled so that the per-vertex RMS displacement of one unit decreases with the index.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from regressor.face_model.builtin_mesh import (
+    DEFAULT_KNOBS, EYE_X, EYE_Y, MOUTH_HALF_WIDTH, MOUTH_LINE_THETA, MOUTH_Y, HeadGrid, Sculpt,
+    gauss, sculpt, smoothstep,
+)
+
+N_IDENTITY, N_EXPRESSION = 300, 100
+IDENTITY_KNOBS = ["head_width", "head_length", "face_length", "jaw_width", "head_height", "nose_size",
+                  "cheek", "nose_length", "brow", "chin", "nose_width", "eye_spacing", "lip", "mouth_width", "ear"]
+JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
+
+
+def _random_fields(rng: np.random.Generator, points: np.ndarray, n: int, scale: float, weight: np.ndarray) -> list:
+    """``n`` smooth vector fields (V,3): sums of random Gaussian blobs, half mirror-symmetric."""
+    fields = []
+    span = points.max(0) - points.min(0)
+    for i in range(n):
+        width = scale * (1.0 + 1.5 * rng.random())
+        centres = points.min(0) + rng.random((6, 3)) * span
+        amps = rng.normal(size=(6, 3))
+        field = np.zeros_like(points)
+        for c, a in zip(centres, amps):
+            field += np.exp(-0.5 * ((points - c) ** 2).sum(-1) / width**2)[:, None] * a
+            if i % 2 == 0:  # symmetric partner: mirror the blob across x = 0
+                cm, am = c * [-1, 1, 1], a * [-1, 1, 1]
+                field += np.exp(-0.5 * ((points - cm) ** 2).sum(-1) / width**2)[:, None] * am
+        fields.append(field * weight[:, None])
+    return fields
+
+
+def _orthonormal_scaled(fields: list[np.ndarray], rms: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt (QR) in the given order, then scale column k to per-vertex RMS ``rms[k]``.
+
+    Returns (V, 3, K).
+    """
+    matrix = np.stack([f.reshape(-1) for f in fields], 1)
+    q = matrix
+    for _ in range(2):  # CholeskyQR2: Gram-Schmidt order, positive diagonal (keeps semantic signs)
+        upper = np.linalg.cholesky(q.T @ q).T
+        q = scipy.linalg.solve_triangular(upper, q.T, trans="T").T
+    n_vertices = matrix.shape[0] // 3
+    basis = q * (rms * np.sqrt(n_vertices))[None, :]
+    return basis.reshape(n_vertices, 3, -1)
+
+
+def identity_basis(grid: HeadGrid, rng: np.random.Generator, n: int = N_IDENTITY) -> np.ndarray:
+    """(V, 3, n) identity basis; component 0 (head width) is the largest."""
+    neutral = sculpt(grid).vertices
+    eps = 0.05
+    fields = [(sculpt(grid, {k: DEFAULT_KNOBS[k] + eps}).vertices - neutral) / eps for k in IDENTITY_KNOBS]
+    head = np.ones(len(neutral))
+    fields += _random_fields(rng, neutral, n - len(fields), scale=0.025, weight=head)
+    rms = 0.004 / (1.0 + np.arange(n) / 2.5) ** 0.9
+    return _orthonormal_scaled(fields, rms)
+
+
+def _front(v: np.ndarray) -> np.ndarray:
+    return smoothstep(0.02, 0.07, v[:, 2])
+
+
+def expression_fields(v: np.ndarray) -> dict[str, np.ndarray]:
+    """Named facial actions as (V,3) displacement fields on the neutral head (design coordinates)."""
+    x, y, z = v.T
+    sx, sign = np.abs(x), np.sign(x)
+    front = _front(v)
+    mw = MOUTH_HALF_WIDTH
+    corners = gauss(sx, y, mw, MOUTH_Y, 0.011, 0.011) * front
+    lips = np.exp(-((sx / (mw * 1.1)) ** 4)) * gauss(0, y, 0, MOUTH_Y, 1, 0.011) * front
+    brows = gauss(sx, y, 0.028, 0.030, 0.024, 0.012) * front
+    inner_brows = gauss(sx, y, 0.012, 0.028, 0.011, 0.010) * front
+    eye = np.sqrt(((sx - EYE_X) / 0.0135) ** 2 + ((y - EYE_Y) / 0.0075) ** 2)
+    upper_eye = smoothstep(1.3, 0.5, eye) * smoothstep(EYE_Y - 0.009, EYE_Y + 0.002, y) * front
+    cheeks = gauss(sx, y, 0.042, -0.035, 0.017, 0.017) * front
+    upper_lip = lips * smoothstep(MOUTH_Y - 0.001, MOUTH_Y + 0.002, y)
+    lower_lip = lips * smoothstep(MOUTH_Y + 0.001, MOUTH_Y - 0.002, y)
+    nose_sides = gauss(sx, y, 0.012, -0.02, 0.01, 0.012) * front
+    vec = lambda dx, dy, dz: np.stack(np.broadcast_arrays(dx, dy, dz), -1)  # noqa: E731
+    left, right = (x > 0).astype(float), (x < 0).astype(float)
+    smile = vec(0.004 * sign * corners, 0.006 * corners + 0.003 * cheeks, -0.002 * corners + 0.002 * cheeks)
+    eye_close = vec(0 * y, -0.0085 * upper_eye, 0.0015 * upper_eye)
+    return {
+        "smile": smile,
+        "brow_raise": vec(0 * x, 0.006 * brows, 0.0005 * brows),
+        "frown": vec(-0.003 * sign * inner_brows, -0.004 * inner_brows, 0.0015 * inner_brows),
+        "eye_closure": eye_close,
+        "lip_pucker": vec(-0.006 * x / mw * lips, 0 * y, 0.007 * lips),
+        "mouth_stretch": vec(0.006 * sign * corners, -0.002 * corners, -0.002 * lips),
+        "cheek_puff": vec(0.006 * sign * cheeks, 0 * y, 0.003 * cheeks),
+        "lip_press": vec(0 * x, -0.002 * upper_lip + 0.002 * lower_lip, -0.003 * lips),
+        "smile_left": smile * left[:, None],
+        "eye_closure_left": eye_close * left[:, None],
+        "lower_lip_down": vec(0 * x, -0.004 * lower_lip, 0.001 * lower_lip),
+        "upper_lip_raise": vec(0 * x, 0.003 * upper_lip, 0.001 * upper_lip),
+        "nose_wrinkle": vec(0 * x, 0.003 * nose_sides, 0.001 * nose_sides),
+        "frown_mouth": vec(0.001 * sign * corners, -0.005 * corners, 0 * z),
+        "brow_raise_right": vec(0 * x, 0.006 * brows * right, 0 * z),
+    }
+
+
+def expression_basis(grid: HeadGrid, rng: np.random.Generator, n: int = N_EXPRESSION) -> np.ndarray:
+    """(V, 3, n) expression basis: named actions first, then localised random fields."""
+    v = sculpt(grid).vertices
+    fields = list(expression_fields(v).values())
+    face = _front(v) * smoothstep(0.06, 0.045, v[:, 1]) * smoothstep(-0.12, -0.1, v[:, 1])
+    fields += _random_fields(rng, v, n - len(fields), scale=0.012, weight=face)
+    rms = 0.0012 / (1.0 + np.arange(n) / 4.0) ** 0.8
+    return _orthonormal_scaled(fields, rms)
+
+
+def skinning_weights(grid: HeadGrid, s: Sculpt) -> np.ndarray:
+    """(V, 5) LBS weights: the jaw takes the lower face (hard step across the lip crease)."""
+    x, y, z = s.design_points.T
+    sx = np.abs(x)
+    theta = np.arcsin(np.clip(grid.directions[:, 1], -1, 1))
+    below_crease = (theta < MOUTH_LINE_THETA).astype(float)
+    mouth = np.exp(-((sx / (MOUTH_HALF_WIDTH * 1.05)) ** 6))
+    lower_face = smoothstep(-0.045, -0.085, y)
+    jaw = mouth * below_crease + (1 - mouth) * lower_face
+    jaw *= smoothstep(-0.035, 0.02, z) * smoothstep(-0.135, -0.105, y)
+    root = smoothstep(-0.15, -0.19, y)
+    eye = np.sqrt(((sx - EYE_X) / 0.0135) ** 2 + ((y - EYE_Y) / 0.0075) ** 2)
+    eyeball = smoothstep(1.05, 0.7, eye) * _front(s.design_points)
+    left, right = eyeball * (x > 0), eyeball * (x < 0)
+    jaw = jaw * (1 - root)
+    neck = 1 - root - jaw - left - right
+    return np.stack([root, neck, jaw, left, right], 1)
+
+
+def joint_positions(s: Sculpt) -> np.ndarray:
+    """(5, 3) rest joints in design coordinates: root, neck, jaw hinge, eyeball centres."""
+    surface_z = s.vertices[:, 2]
+    eye_z = []
+    for side in (1, -1):
+        d = (s.design_points[:, 0] - side * EYE_X) ** 2 + (s.design_points[:, 1] - EYE_Y) ** 2
+        eye_z.append(surface_z[np.argmin(d + 1e3 * (s.design_points[:, 2] < 0))] - 0.012)
+    return np.array([
+        [0.0, -0.150, -0.025],
+        [0.0, -0.100, -0.020],
+        [0.0, -0.022, -0.005],
+        [EYE_X, EYE_Y, eye_z[0]],
+        [-EYE_X, EYE_Y, eye_z[1]],
+    ])
+
+
+def joint_regressor(s: Sculpt, joints: np.ndarray) -> np.ndarray:
+    """(5, V) affine vertex weights (each row sums to 1) reproducing ``joints`` on the template.
+
+    Each joint uses a ring of nearby vertices; the minimum-norm correction of their mean makes
+    the regressed joint exact on the template while following identity changes of that ring.
+    """
+    v, p = s.vertices, s.design_points
+    x, y, z = p.T
+    eye = lambda side: np.sqrt(((x - side * EYE_X) / 0.0135) ** 2 + ((y - EYE_Y) / 0.0075) ** 2)  # noqa: E731
+    rings = [
+        np.abs(y + 0.15) < 0.008,
+        np.abs(y + 0.10) < 0.008,
+        (np.abs(y + 0.022) < 0.012) & (np.abs(x) > 0.05) & (np.abs(z) < 0.03),
+        (eye(1) < 1.8) & (z > 0),
+        (eye(-1) < 1.8) & (z > 0),
+    ]
+    regressor = np.zeros((5, len(v)))
+    for j, ring in enumerate(rings):
+        idx = np.nonzero(ring)[0]
+        a = np.concatenate([v[idx].T, np.ones((1, len(idx)))])  # (4, K)
+        w0 = np.full(len(idx), 1.0 / len(idx))
+        b = np.concatenate([joints[j], [1.0]])
+        w = w0 + a.T @ np.linalg.solve(a @ a.T, b - a @ w0)
+        regressor[j, idx] = w
+    return regressor
+
+
+def pose_correctives(s: Sculpt, weights: np.ndarray) -> np.ndarray:
+    """(V, 3, 36) pose blendshapes: opening the jaw slims the stretched cheeks a little.
+
+    Pose feature layout (FLAME): for the non-root joints (neck, jaw, eyes) the 9 entries of
+    ``R - I``; entry (2, 1) of the jaw (index 9 + 7 = 16) is sin(opening angle).
+    """
+    posedirs = np.zeros((len(weights), 3, 36))
+    jaw = weights[:, 2]
+    stretch = 4 * jaw * (1 - jaw)  # the skin between fixed and moving parts
+    inward = -s.design_points * [1, 0, 0.3] / np.maximum(np.linalg.norm(s.design_points, axis=1, keepdims=True), 1e-6)
+    posedirs[:, :, 16] = 0.006 * stretch[:, None] * inward
+    return posedirs
