@@ -206,3 +206,33 @@ def test_landmarks_command_writes_pts_json_previews_and_a_summary(photo_folder, 
 def test_landmarks_command_rejects_a_missing_folder(tmp_path, capsys):
     code = regressor_main(["landmarks", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_cached_landmark_provider_pickles_and_matches_the_folder_dataset_contract(tmp_path):
+    import pickle
+
+    from regressor.detect import CachedLandmarkProvider
+
+    photo, detector = write_photo(tmp_path / "face.png"), CountingDetector()
+    provider = pickle.loads(pickle.dumps(CachedLandmarkProvider(tmp_path / "cache", detector=detector)))
+    assert provider(photo).shape == (68, 2) and (tmp_path / "cache" / "face.pts").is_file()
+
+
+def test_folder_dataset_of_raw_photos_detects_landmarks_and_skips_faceless_ones(tmp_path):
+    pytest.importorskip("dlib", reason="the [detect] extra (dlib-bin) is not installed")
+    skimage_data = pytest.importorskip("skimage.data")
+    from regressor.data.folder import FaceFolderDataset
+    from regressor.detect import CachedLandmarkProvider
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg", quality=92)
+    write_photo(photos / "wall.png")
+    dataset = FaceFolderDataset(photos, image_size=64, split="val", landmark_provider=CachedLandmarkProvider(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="wall.png"):
+        samples = [dataset[i] for i in range(len(dataset))]
+    assert all(sample["name"] == "astronaut" for sample in samples)
+    landmarks = samples[0]["landmarks"]
+    assert landmarks.shape == (68, 2) and bool(((landmarks > 0) & (landmarks < 64)).all())
+    assert dataset.skipped["no_face_detected"] == 1
+    assert (tmp_path / "cache" / "astronaut.pts").is_file() and (tmp_path / "cache" / "wall.json").is_file()

@@ -71,7 +71,7 @@ def __getattr__(name: str):
         from regressor.detect import dlib_detector
 
         return getattr(dlib_detector, name)
-    if name in ("landmarks_for_image", "NoFaceFoundError"):
+    if name in ("landmarks_for_image", "NoFaceFoundError", "CachedLandmarkProvider"):
         from regressor.detect import provider
 
         return getattr(provider, name)
@@ -79,6 +79,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CachedLandmarkProvider",
     "DetectorUnavailableError",
     "Detection",
     "FaceDetector",

@@ -130,3 +130,26 @@ def landmarks_for_image(path: str | os.PathLike, cache_dir: str | os.PathLike, d
     if landmarks is None:
         raise NoFaceFoundError(path)
     return landmarks
+
+
+class CachedLandmarkProvider:
+    """``provider(image_path) -> (68, 2)``: :func:`landmarks_for_image` bound to one cache folder.
+
+    The shape of ``regressor.data.folder.LandmarkProvider``; picklable, so DataLoader workers get
+    their own copy (the dlib models are loaded lazily in each worker, once). Usable from yaml:
+    ``landmark_provider: {class_path: regressor.detect.CachedLandmarkProvider, init_args: {cache_dir: ...}}``.
+
+    Args:
+        cache_dir: where ``<stem>.pts``/``<stem>.json`` are read and written (e.g. ``<out>/landmarks``).
+        detector: a ``FaceDetector`` (or anything with ``detect(image)``); None = the shared default.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, detector=None):
+        self.cache_dir = Path(cache_dir)
+        self.detector = detector
+
+    def __call__(self, image_path: str | os.PathLike) -> np.ndarray:
+        return landmarks_for_image(image_path, self.cache_dir, detector=self.detector)
+
+    def __repr__(self) -> str:
+        return f"CachedLandmarkProvider(cache_dir={str(self.cache_dir)!r})"
