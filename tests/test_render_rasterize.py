@@ -43,8 +43,15 @@ def test_torch_backend_matches_pytorch3d_on_the_head_in_several_poses(cull_backf
     assert reference.mask.float().mean() > 0.2  # the head really fills the image
     assert same_face.float().mean() >= 0.995
     both = same_face[..., 0] & ours.mask
-    assert (ours.bary_coords - reference.bary_coords)[both].abs().max() <= 1e-4
-    assert torch.allclose(ours.zbuf[both], reference.zbuf[both], rtol=0, atol=1e-3)
+    bary_gap = (ours.bary_coords - reference.bary_coords)[both].abs().amax(dim=-1)
+    # pytorch3d works in float32 NDC, where sliver faces lose a few digits (measured: up to
+    # ~3e-4 on ~0.1% of pixels); ours is checked against float64 below, so allow that 0.5%.
+    assert (bary_gap <= 1e-4).float().mean() >= 0.995
+    assert ((ours.zbuf - reference.zbuf)[both].abs() <= 1e-3).float().mean() >= 0.995  # depth ~10: x10 the error
+    exact = rasterize(verts.double(), faces, 48, backend="torch", cull_backfaces=cull_backfaces)
+    same_exact = both & (exact.pix_to_face == ours.pix_to_face)[..., 0]
+    assert (ours.bary_coords.double() - exact.bary_coords)[same_exact].abs().max() <= 1e-5
+    assert (ours.zbuf.double() - exact.zbuf)[same_exact].abs().max() <= 1e-4
 
 
 def test_non_square_images_follow_pytorch3d_conventions():
