@@ -94,3 +94,21 @@ def test_missing_or_corrupt_weights_file_is_named(tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(EncoderWeightsError, match="cannot read encoder weights .*corrupt.pth"):
         FaceEncoder(BACKBONE, weights_path=str(corrupt))
+
+
+def test_first_prediction_renders_a_centred_face_filling_the_image(encoder):
+    from regressor.face_model import FaceModel
+    from regressor.render import Renderer
+
+    face_model = FaceModel.builtin(n_shape=20, n_expression=10, n_albedo=5)
+    size = 32
+    params = encoder(torch.rand(2, 3, 64, 64))[0]
+    with torch.no_grad():
+        renders = Renderer(image_size=size)(face_model(params), params.camera)
+    mask = renders.mask[0, 0]
+    rows, cols = torch.nonzero(mask, as_tuple=True)
+    centre = torch.stack([cols.float().mean(), rows.float().mean()]) + 0.5
+    assert (centre - size / 2).abs().max() < size * 0.15
+    assert 0.2 < mask.mean() < 0.95  # the face fills much of the crop without overflowing it
+    landmarks = renders.landmarks2d[0]
+    assert ((landmarks > 0) & (landmarks < size)).all()
