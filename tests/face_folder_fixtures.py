@@ -40,14 +40,17 @@ def schematic_face() -> np.ndarray:
     return np.asarray(points, dtype=np.float32)
 
 
-def draw_face(height: int, width: int, landmarks: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(H, W, 3) uint8: noisy background, a skin-coloured face hull, a red dot on every landmark."""
+FACE_COLOUR = (110, 140, 170)  # bluish, so that red dots stand out even after blurring
+
+
+def draw_face(height: int, width: int, landmarks: np.ndarray, seed: int = 0, dot_radius: float | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: dark noisy background, a face-coloured hull, a red dot on every landmark."""
     rng = np.random.default_rng(seed)
     image = Image.fromarray(rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8))
     draw = ImageDraw.Draw(image)
     outline = [tuple(p) for p in landmarks[:17]] + [tuple(p) for p in landmarks[26:16:-1]]
-    draw.polygon(outline, fill=(200, 160, 130))
-    radius = max(1.0, 0.01 * max(height, width))
+    draw.polygon(outline, fill=FACE_COLOUR)
+    radius = dot_radius if dot_radius is not None else max(1.0, 0.015 * max(height, width))
     for x, y in landmarks:
         draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(255, 0, 0))
     return np.asarray(image)

@@ -100,7 +100,7 @@ def crop_image(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (size, size, 3) uint8."""
     region, relative = _padded_region(image, box)
     resized = Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR, box=relative)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)  # writable, so torch.from_numpy is safe
 
 
 def crop_mask(mask: np.ndarray, box: CropBox, size: int) -> np.ndarray:
