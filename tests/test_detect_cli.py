@@ -236,3 +236,20 @@ def test_folder_dataset_of_raw_photos_detects_landmarks_and_skips_faceless_ones(
     assert landmarks.shape == (68, 2) and bool(((landmarks > 0) & (landmarks < 64)).all())
     assert dataset.skipped["no_face_detected"] == 1
     assert (tmp_path / "cache" / "astronaut.pts").is_file() and (tmp_path / "cache" / "wall.json").is_file()
+
+
+def test_face_crop_frames_the_detected_face_and_moves_its_landmarks(tmp_path):
+    from regressor.detect import face_crop
+
+    ramp = np.arange(64, dtype=np.uint8) * 4  # red = 4 x column, green = 4 x row: pixels say where they are
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], np.zeros((64, 64), np.uint8)), -1)).save(photo)
+    crop = face_crop(photo, tmp_path / "cache", size=32, detector=CountingDetector())
+    assert crop.image.shape == (32, 32, 3) and crop.image.dtype == np.uint8
+    low, high = crop.landmarks.min(axis=0), crop.landmarks.max(axis=0)
+    assert np.all(low > 0) and np.all(high < 32)  # the face fills the crop with a margin
+    np.testing.assert_allclose(max(high - low) * 1.25, 32, rtol=1e-3)  # crop side = 1.25 x landmark extent
+    for crop_point, source_point in zip(crop.landmarks[::10], crop.source_landmarks[::10]):
+        column, row = (crop_point - 0.5).round().astype(int)
+        expected = 4 * (source_point - 0.5)  # the ramp's value at the source landmark
+        np.testing.assert_allclose(crop.image[row, column, :2], expected, atol=5)

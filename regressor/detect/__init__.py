@@ -71,7 +71,7 @@ def __getattr__(name: str):
         from regressor.detect import dlib_detector
 
         return getattr(dlib_detector, name)
-    if name in ("landmarks_for_image", "NoFaceFoundError", "CachedLandmarkProvider"):
+    if name in ("landmarks_for_image", "NoFaceFoundError", "CachedLandmarkProvider", "FaceCrop", "face_crop"):
         from regressor.detect import provider
 
         return getattr(provider, name)
@@ -82,10 +82,12 @@ __all__ = [
     "CachedLandmarkProvider",
     "DetectorUnavailableError",
     "Detection",
+    "FaceCrop",
     "FaceDetector",
     "NoFaceFoundError",
     "default_detector",
     "detector_available",
+    "face_crop",
     "landmarks_for_image",
     "predictor_model_path",
 ]

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from regressor.data.crop import CropBox, box_from_landmarks, crop_image, crop_points
 from regressor.data.image_io import load_image
 from regressor.data.landmarks_io import LandmarkFileError, load_landmarks, save_pts
 
@@ -153,3 +155,35 @@ class CachedLandmarkProvider:
 
     def __repr__(self) -> str:
         return f"CachedLandmarkProvider(cache_dir={str(self.cache_dir)!r})"
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A raw photo cut down to what predict/optimize consume.
+
+    Fields:
+        image: (size, size, 3) uint8 RGB crop around the face.
+        landmarks: (68, 2) float32 landmarks in crop pixels.
+        box: the crop's square in source-image pixels.
+        source_landmarks: (68, 2) float32 landmarks in pixels of ``load_image(path)``.
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    box: CropBox
+    source_landmarks: np.ndarray
+
+
+def face_crop(
+    path: str | os.PathLike, cache_dir: str | os.PathLike, size: int, crop_scale: float = 1.25, detector=None
+) -> FaceCrop:
+    """Detect (or read cached) landmarks for a raw photo and crop the face as the folder datasets do
+    (``box_from_landmarks`` with the same default ``crop_scale``), so a model sees the framing it was
+    trained on. Raises like :func:`landmarks_for_image`."""
+    landmarks = landmarks_for_image(path, cache_dir, detector=detector)
+    box = box_from_landmarks(landmarks, scale=crop_scale)
+    image = load_image(path)
+    return FaceCrop(
+        image=crop_image(image, box, size), landmarks=crop_points(landmarks, box, size).astype(np.float32),
+        box=box, source_landmarks=landmarks,
+    )
