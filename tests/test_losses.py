@@ -238,3 +238,72 @@ def test_vertex_term_is_zero_for_ground_truth_and_in_metres():
 def test_vertex_term_without_ground_truth_says_so():
     with pytest.raises(ValueError, match="needs ground-truth meshes"):
         build_loss("vertices")(make_inputs(with_vertices=False))
+
+
+# --- through the real face model and renderer ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def face_model():
+    from regressor.face_model import FaceModel
+
+    return FaceModel.builtin(n_shape=10, n_expression=5, n_albedo=4)
+
+
+def test_real_render_of_the_target_gives_zero_image_and_landmark_loss(face_model):
+    from regressor.render import Renderer
+
+    torch.manual_seed(0)
+    renderer = Renderer(image_size=32)
+    target = face_model.zero_params(2)
+    target.albedo = torch.randn(2, 4)
+    target.jaw_pose[:, 0] = 0.2
+    renders = renderer(face_model(target), target.camera, albedo=face_model.albedo(target.albedo), light=target.light)
+    batch = FaceBatch(image=renders.albedo_shaded.detach(), landmarks=renders.landmarks2d.detach(),
+                      landmarks_valid=torch.ones(2, 68))
+    stack = LossStack([{"name": "photometric"}, {"name": "landmarks"}])
+
+    def losses(params):
+        mesh = face_model(params)
+        out = renderer(mesh, params.camera, albedo=face_model.albedo(params.albedo), light=params.light)
+        return stack(LossInputs(batch=batch, params=params, mesh=mesh, renders=out))
+
+    at_target = losses(target)
+    assert at_target["photometric"].item() == pytest.approx(0.0, abs=1e-6)
+    assert at_target["landmarks"].item() == pytest.approx(0.0, abs=1e-6)
+
+    moved = FaceParams(**{k: v.clone().requires_grad_(True) for k, v in target.items()})
+    with torch.no_grad():
+        moved.camera[:, 1] += 0.01  # 1 cm to the side
+        moved.albedo += 0.5
+    off = losses(moved)
+    assert off["photometric"] > 0 and off["landmarks"] > 0
+    off["total"].backward()
+    assert moved.camera.grad[:, 1].abs().min() > 0  # landmarks (and pixels) pull the face back
+    assert moved.albedo.grad.abs().sum() > 0 and moved.light.grad.abs().sum() > 0  # photometric
+
+
+def test_landmark_term_aligns_the_camera_in_a_few_steps(face_model):
+    from regressor.render import project_weak_perspective
+
+    target = face_model.zero_params(1)
+    size = 64
+    target_landmarks = project_weak_perspective(face_model(target).landmarks3d, target.camera, size)[..., :2]
+    camera = target.camera.clone()
+    camera[:, 1:] += torch.tensor([0.02, -0.015])
+    camera.requires_grad_(True)
+    term = build_loss("landmarks")
+    mesh = face_model(target)
+    optimizer = torch.optim.Adam([camera], lr=2e-3)
+    history = []
+    for _ in range(15):
+        predicted = project_weak_perspective(mesh.landmarks3d, camera, size)[..., :2]
+        inputs = make_inputs()
+        inputs.batch = FaceBatch(image=torch.zeros(1, 3, size, size), landmarks=target_landmarks,
+                                 landmarks_valid=torch.ones(1, 68))
+        inputs = with_renders(inputs, landmarks2d=predicted)
+        loss = term(inputs)
+        history.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert history[-1] < 0.3 * history[0]
