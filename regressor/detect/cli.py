@@ -25,7 +25,10 @@ PREVIEW_MAX_SIDE = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="regressor landmarks", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="regressor landmarks", description=(
+        "Detect the largest face and its 68 iBUG landmarks in every photo of a folder, offline "
+        "(dlib + face_recognition_models, the [detect] extra). Writes <stem>.pts, <stem>.json and summary.json."
+    ))
     parser.add_argument("--images", required=True, type=Path, help="folder of photos (jpg, png, tif, bmp, webp)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for .pts/.json (and previews)")
     parser.add_argument("--preview", action="store_true", help="also write <out>/preview/<stem>.png overlays")
