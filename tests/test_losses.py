@@ -307,3 +307,11 @@ def test_landmark_term_aligns_the_camera_in_a_few_steps(face_model):
         loss.backward()
         optimizer.step()
     assert history[-1] < 0.3 * history[0]
+
+
+def test_a_name_cannot_be_taken_by_a_second_class():
+    with pytest.raises(ValueError, match="'photometric' is already registered by regressor.losses.photometric"):
+        @register_loss("photometric")
+        class Impostor(LossTerm):
+            def forward(self, inputs):
+                return torch.zeros(())

@@ -60,7 +60,10 @@ def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
         if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
             raise TypeError(f"@register_loss('{name}') expects a LossTerm subclass, got {cls!r}")
         existing = _REGISTRY.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
+        def identity(c: type) -> tuple[str, str]:
+            return c.__module__, c.__qualname__
+
+        if existing is not None and identity(existing) != identity(cls):  # a module reload is fine
             raise ValueError(f"loss term name '{name}' is already registered by {existing.__module__}.{existing.__qualname__}")
         cls.name = name
         _REGISTRY[name] = cls
@@ -140,7 +143,8 @@ class LossStack(nn.Module):
 def _import_term_modules() -> None:
     """Import every module of this package so their ``@register_loss`` decorators run."""
     for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 _import_term_modules()
