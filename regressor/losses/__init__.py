@@ -53,6 +53,10 @@ class LossTerm(nn.Module):
         return True
 
 
+def _identity(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
+
+
 def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
     """Class decorator: make a ``LossTerm`` subclass available to yaml as ``name``."""
 
@@ -60,11 +64,8 @@ def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
         if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
             raise TypeError(f"@register_loss('{name}') expects a LossTerm subclass, got {cls!r}")
         existing = _REGISTRY.get(name)
-        def identity(c: type) -> tuple[str, str]:
-            return c.__module__, c.__qualname__
-
-        if existing is not None and identity(existing) != identity(cls):  # a module reload is fine
-            raise ValueError(f"loss term name '{name}' is already registered by {existing.__module__}.{existing.__qualname__}")
+        if existing is not None and _identity(existing) != _identity(cls):  # a module reload is fine
+            raise ValueError(f"loss term name '{name}' is already registered by {'.'.join(_identity(existing))}")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
