@@ -39,16 +39,6 @@ DEFAULT_MAX_CANDIDATES = 1 << 21
 _DEGENERATE_AREA = 1e-10  # px^2; pytorch3d skips faces with |area| < 1e-8 in NDC^2 units
 
 
-def _edge_barycentrics(face_xy: Tensor, px: Tensor, py: Tensor, area: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(N, 3, 2) triangles, (N,) points and (N,) doubled signed areas -> three (N,) barycentrics."""
-    x0, y0 = face_xy[:, 0, 0], face_xy[:, 0, 1]
-    x1, y1 = face_xy[:, 1, 0], face_xy[:, 1, 1]
-    x2, y2 = face_xy[:, 2, 0], face_xy[:, 2, 1]
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
-    return b0, b1, 1.0 - b0 - b1
-
-
 def signed_area(face_xy: Tensor) -> Tensor:
     """(N, 3, 2) -> (N,) doubled signed area in screen space (y down).
 
@@ -162,27 +152,32 @@ def rasterize_torch(
         differentiable w.r.t. ``verts_screen``.
     """
     height, width = image_size
-    batch, num_faces = verts_screen.shape[0], faces.shape[0]
-    face_verts = verts_screen[:, faces].reshape(batch * num_faces, 3, 3)  # (B*F, 3, 3), keeps autograd
-    best = _nearest_face_keys(face_verts.detach(), batch, num_faces, height, width, cull_backfaces, max_candidates)
+    batch, num_verts = verts_screen.shape[:2]
+    num_faces = faces.shape[0]
+    with torch.no_grad():
+        face_verts = verts_screen.detach()[:, faces].reshape(batch * num_faces, 3, 3)
+        best = _nearest_face_keys(face_verts, batch, num_faces, height, width, cull_backfaces, max_candidates)
     covered = best != _NO_FACE
     pix_to_face = torch.where(covered, best & 0xFFFFFFFF, torch.full_like(best, -1))
 
-    # Recompute, with autograd, for every pixel's winner (dense: clamped ids on background,
-    # masked afterwards -- cheaper than compacting, since faces cover a large part of the image).
+    # Recompute, with autograd, only for the covered pixels' winners: gather their corners
+    # straight from the (B*V, 3) vertices, so the backward is a small index_add.
     dtype, device = verts_screen.dtype, verts_screen.device
-    winner = face_verts.index_select(0, pix_to_face.clamp(min=0))  # (B*H*W, 3, 3)
-    in_image = torch.arange(height * width, device=device)
-    px = ((in_image % width).to(dtype) + 0.5).repeat(batch)
-    py = (torch.div(in_image, width, rounding_mode="floor").to(dtype) + 0.5).repeat(batch)
-    area = signed_area(winner[..., :2])
-    area = torch.where(covered, area, torch.ones_like(area))  # background rows: avoid 0/0 in backward
-    b0, b1, b2 = _edge_barycentrics(winner[..., :2], px, py, area)
-    winner_bary = torch.stack([b0, b1, b2], dim=1)
-    winner_depth = (winner_bary * winner[..., 2]).sum(dim=1)
-    background = ~covered
-    bary = winner_bary.masked_fill(background[:, None], -1.0)
-    zbuf = winner_depth.masked_fill(background, -1.0)
+    pixel = covered.nonzero().squeeze(1)
+    winner_face = pix_to_face.index_select(0, pixel)
+    image = torch.div(winner_face, num_faces, rounding_mode="floor")
+    corner_ids = faces.index_select(0, winner_face - image * num_faces) + (image * num_verts)[:, None]
+    corners = verts_screen.reshape(-1, 3).index_select(0, corner_ids.reshape(-1)).view(-1, 3, 3)  # (N, 3, 3)
+    in_image = pixel - torch.div(pixel, height * width, rounding_mode="floor") * (height * width)
+    row = torch.div(in_image, width, rounding_mode="floor")
+    centre = torch.stack([in_image - row * width, row], dim=1).to(dtype) + 0.5  # (N, 2)
+    rel = corners[..., :2] - centre[:, None, :]  # corners relative to the pixel centre
+    # Twice the signed areas of the sub-triangles (p, v1, v2), (p, v2, v0), (p, v0, v1).
+    sub_areas = rel[:, [1, 2, 0], 0] * rel[:, [2, 0, 1], 1] - rel[:, [2, 0, 1], 0] * rel[:, [1, 2, 0], 1]
+    winner_bary = sub_areas / sub_areas.sum(dim=1, keepdim=True)
+    winner_depth = (winner_bary * corners[..., 2]).sum(dim=1)
+    bary = torch.full((batch * height * width, 3), -1.0, dtype=dtype, device=device).index_put((pixel,), winner_bary)
+    zbuf = torch.full((batch * height * width,), -1.0, dtype=dtype, device=device).index_put((pixel,), winner_depth)
     return Fragments(
         pix_to_face=pix_to_face.view(batch, height, width, 1),
         bary_coords=bary.view(batch, height, width, 1, 3),
