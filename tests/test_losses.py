@@ -198,7 +198,7 @@ def test_landmark_region_weights_scale_only_their_region():
 
 def test_regularizers_are_zero_for_the_mean_face_and_grow_with_coefficients():
     inputs = make_inputs()
-    term = build_loss("regularizers")
+    term = build_loss("regularizers", shape=1.0, expression=1.0, albedo=1.0)
     assert term(inputs).item() == 0.0
     inputs.params.shape = torch.full_like(inputs.params.shape, 0.5)
     assert term(inputs).item() == pytest.approx(10 * 0.25)
