@@ -75,19 +75,19 @@ def _nearest_face_keys(
     face_ids = valid.nonzero().squeeze(1)
     if face_ids.numel() == 0:
         return best
-    col_lo, row_lo = col_lo[face_ids], row_lo[face_ids]
-    box_w = (col_hi[face_ids] - col_lo + 1).long()
-    box_h = (row_hi[face_ids] - row_lo + 1).long()
+    col_lo, row_lo, col_hi, row_hi = torch.stack([col_lo, row_lo, col_hi, row_hi], 1).index_select(0, face_ids).unbind(1)
+    box_w = (col_hi - col_lo + 1).long()
+    box_h = (row_hi - row_lo + 1).long()
     # Barycentrics and depth are affine in the pixel position: b = b(base) + A * dx + B * dy,
     # with the base = the box's top-left pixel centre. Evaluating relative to it keeps float32 exact.
-    rel = xy[face_ids] - torch.stack([col_lo + 0.5, row_lo + 0.5], dim=-1)[:, None, :]  # (M, 3, 2)
-    inv_area = 1.0 / area[face_ids]
+    rel = xy.index_select(0, face_ids) - torch.stack([col_lo + 0.5, row_lo + 0.5], dim=-1)[:, None, :]  # (M, 3, 2)
+    inv_area = 1.0 / area.index_select(0, face_ids)
     x0, x1, x2 = rel[:, 0, 0], rel[:, 1, 0], rel[:, 2, 0]
     y0, y1, y2 = rel[:, 0, 1], rel[:, 1, 1], rel[:, 2, 1]
     base = torch.stack([(x1 * y2 - x2 * y1), (x2 * y0 - x0 * y2), (x0 * y1 - x1 * y0)], dim=1) * inv_area[:, None]
     step_x = torch.stack([y1 - y2, y2 - y0, y0 - y1], dim=1) * inv_area[:, None]
     step_y = torch.stack([x2 - x1, x0 - x2, x1 - x0], dim=1) * inv_area[:, None]
-    zf = z[face_ids]
+    zf = z.index_select(0, face_ids)
     coeffs = torch.stack([  # (M, 4 quantities [b0, b1, b2, depth], 3 terms [base, x step, y step])
         torch.cat([base, (base * zf).sum(1, keepdim=True)], dim=1),
         torch.cat([step_x, (step_x * zf).sum(1, keepdim=True)], dim=1),
@@ -112,11 +112,11 @@ def _nearest_face_keys(
         chunk = max(1, max_candidates // cells)
         for c0 in range(start, start + count, chunk):
             sel = order[c0:min(c0 + chunk, start + count)]
-            c = coeffs[sel]  # (n, 4, 3)
+            c = coeffs.index_select(0, sel)  # (n, 4, 3)
             values = c[:, :, 0:1] + c[:, :, 1:2] * dxf + c[:, :, 2:3] * dyf  # (n, 4, cells)
             hit = values.amin(dim=1) >= 0  # all barycentrics >= 0 and depth >= 0
             if cells > 1:
-                hit &= (dx < box_w[sel, None]) & (dy < box_h[sel, None])
+                hit &= (dx < box_w.index_select(0, sel)[:, None]) & (dy < box_h.index_select(0, sel)[:, None])
             hit &= values[:, 3] > 0
             flat = hit.view(-1).nonzero().squeeze(1)
             if flat.numel() == 0:
@@ -155,7 +155,9 @@ def rasterize_torch(
     batch, num_verts = verts_screen.shape[:2]
     num_faces = faces.shape[0]
     with torch.no_grad():
-        face_verts = verts_screen.detach()[:, faces].reshape(batch * num_faces, 3, 3)
+        face_verts = verts_screen.detach().reshape(-1, 3).index_select(
+            0, (faces[None] + (torch.arange(batch, device=faces.device) * num_verts)[:, None, None]).reshape(-1)
+        ).view(batch * num_faces, 3, 3)
         best = _nearest_face_keys(face_verts, batch, num_faces, height, width, cull_backfaces, max_candidates)
     covered = best != _NO_FACE
     pix_to_face = torch.where(covered, best & 0xFFFFFFFF, torch.full_like(best, -1))
@@ -173,7 +175,9 @@ def rasterize_torch(
     centre = torch.stack([in_image - row * width, row], dim=1).to(dtype) + 0.5  # (N, 2)
     rel = corners[..., :2] - centre[:, None, :]  # corners relative to the pixel centre
     # Twice the signed areas of the sub-triangles (p, v1, v2), (p, v2, v0), (p, v0, v1).
-    sub_areas = rel[:, [1, 2, 0], 0] * rel[:, [2, 0, 1], 1] - rel[:, [2, 0, 1], 0] * rel[:, [1, 2, 0], 1]
+    x0, x1, x2 = rel[:, 0, 0], rel[:, 1, 0], rel[:, 2, 0]
+    y0, y1, y2 = rel[:, 0, 1], rel[:, 1, 1], rel[:, 2, 1]
+    sub_areas = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], dim=1)
     winner_bary = sub_areas / sub_areas.sum(dim=1, keepdim=True)
     winner_depth = (winner_bary * corners[..., 2]).sum(dim=1)
     bary = torch.full((batch * height * width, 3), -1.0, dtype=dtype, device=device).index_put((pixel,), winner_bary)
