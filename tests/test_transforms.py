@@ -39,7 +39,7 @@ def _labelled_dot_image(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.n
 def test_horizontal_flip_moves_pixels_and_relabels_landmarks_consistently():
     image, points = _labelled_dot_image()
     augment = build_train_transform(64, flip_p=1.0, affine_p=0.0, **NO_PHOTOMETRIC)
-    flipped, new_points, _ = augment(image, points, seed=0)
+    flipped, new_points, _, _ = augment(image, points, seed=0)
     for index, (x, y) in enumerate(new_points):
         pixel = flipped[int(y), int(x)]
         assert pixel[0] == 255, f"landmark {index} is not on a dot after the flip"
@@ -65,7 +65,7 @@ def test_affine_and_flip_keep_landmarks_on_their_blobs(seed):
     augment = build_train_transform(
         128, flip_p=0.5, affine_p=1.0, max_rotation_deg=30, scale_range=(0.8, 1.2), max_translate=0.1, **NO_PHOTOMETRIC
     )
-    moved, new_points, new_mask = augment(image, points, mask, seed=seed)
+    moved, new_points, new_mask, _ = augment(image, points, mask, seed=seed)
     assert not np.allclose(new_points, points)  # something did happen
     ys, xs = np.nonzero(moved[..., 0])
     weights = moved[ys, xs, 0].astype(np.float64)
@@ -85,7 +85,7 @@ def test_affine_and_flip_keep_landmarks_on_their_blobs(seed):
 def test_photometric_steps_leave_landmarks_and_geometry_alone():
     image, points = _blob_image()
     augment = build_train_transform(128, flip_p=0.0, affine_p=0.0, color_p=1.0, blur_p=1.0, noise_p=1.0, jpeg_p=1.0)
-    changed, new_points, _ = augment(image, points, seed=3)
+    changed, new_points, _, _ = augment(image, points, seed=3)
     np.testing.assert_allclose(new_points, points, atol=1e-5)
     assert changed.shape == image.shape and changed.dtype == np.uint8 and not np.array_equal(changed, image)
 
@@ -107,6 +107,37 @@ def test_landmarks_pushed_outside_the_crop_are_kept_in_order():
     points[0] = (-5.0, 300.0)  # already off the image: must survive, not be dropped
     augment = build_train_transform(128, flip_p=0.0, affine_p=1.0, max_rotation_deg=0.0, scale_range=(1.0, 1.0),
                                     max_translate=0.0, **NO_PHOTOMETRIC)
-    _, new_points, _ = augment(image, points, seed=0)
+    _, new_points, _, _ = augment(image, points, seed=0)
     assert new_points.shape == (68, 2)
     np.testing.assert_allclose(new_points[0], (-5.0, 300.0), atol=1e-3)
+
+
+def test_flip_relabels_landmark_visibility_with_the_landmarks():
+    image, points = _labelled_dot_image()
+    visible = np.zeros(68, np.float32)
+    visible[[0, 36, 48]] = 1.0  # the subject's right side only
+    augment = build_train_transform(64, flip_p=1.0, affine_p=0.0, **NO_PHOTOMETRIC)
+    result = augment(image, points, seed=0, landmarks_valid=visible)
+    assert np.flatnonzero(result.landmarks_valid).tolist() == [16, 45, 54]
+    assert build_train_transform(64, flip_p=0.0)(image, points, seed=0).landmarks_valid.tolist() == [1.0] * 68
+
+
+def test_augmented_synthetic_face_keeps_its_visible_landmarks_on_its_mask():
+    """A rendered face whose landmarks are known exactly: after flip + affine (and colour),
+    the visible landmarks must still fall on the (equally transformed) face mask."""
+    from regressor.data.synthetic import SyntheticFaceDataset
+    from regressor.data.synthetic_config import SyntheticConfig
+
+    samples = SyntheticFaceDataset(3, image_size=64, split="val", config=SyntheticConfig.model_only()).__getitems__([0, 1, 2])
+    augment = build_train_transform(64, flip_p=0.5, affine_p=1.0, max_rotation_deg=20, max_translate=0.08)
+    on_mask = []
+    for seed, sample in enumerate(samples):
+        image = (sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        result = augment(image, sample["landmarks"].numpy(), sample["mask"][0].numpy(), seed=seed,
+                         landmarks_valid=sample["landmarks_valid"].numpy())
+        assert not np.allclose(result.landmarks, sample["landmarks"].numpy())
+        visible = result.landmarks[result.landmarks_valid > 0]
+        cols = np.clip(visible[:, 0].astype(int), 0, 63)
+        rows = np.clip(visible[:, 1].astype(int), 0, 63)
+        on_mask += (result.mask[rows, cols] > 0.5).tolist()
+    assert np.mean(on_mask) >= 0.95

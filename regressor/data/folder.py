@@ -147,7 +147,7 @@ class FaceFolderDataset(Dataset):
         points = crop_points(landmarks, box, size)
         mask = crop_mask(full_mask, box, size) if full_mask is not None else None
         if self.training and self.augment is not None:
-            crop, points, mask = self.augment(crop, points, mask, seed=seed + 1)
+            crop, points, mask, _ = self.augment(crop, points, mask, seed=seed + 1)
         if mask is None:
             mask = landmark_hull_mask(points, size)
 

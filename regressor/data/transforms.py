@@ -12,7 +12,7 @@ and out (±0.5), so a flip maps ``x -> W - x`` exactly as the project's conventi
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import albumentations as A
 import cv2
@@ -66,8 +66,18 @@ class LandmarkHorizontalFlip(A.HorizontalFlip):
         return ("permutation",)
 
 
+class Augmented(NamedTuple):
+    """Result of ``FaceAugmentation``: image (S,S,3) uint8, landmarks (68,2), mask (S,S) or None,
+    landmarks_valid (68,) (re-labelled with the landmarks when the image was flipped)."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    mask: np.ndarray | None
+    landmarks_valid: np.ndarray
+
+
 class FaceAugmentation:
-    """Callable ``(image, landmarks, mask=None, seed=None) -> (image, landmarks, mask)``.
+    """Callable ``(image, landmarks, mask=None, seed=None, landmarks_valid=None) -> Augmented``.
 
     Args of ``__call__``:
         image: (S, S, 3) uint8 crop.
@@ -75,24 +85,38 @@ class FaceAugmentation:
         mask: optional (S, S) float in [0, 1].
         seed: re-seeds the pipeline first, making this call reproducible (datasets pass a
             seed drawn from torch's RNG, so ``seed_everything`` governs augmentation too).
+        landmarks_valid: optional (68,) visibility; carried as a keypoint label, so a flip
+            permutes it together with the landmarks (default: all ones).
     """
 
     def __init__(self, transforms: list[A.BasicTransform]):
         self.compose = A.Compose(
-            transforms, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False)
+            transforms,
+            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False, label_fields=["landmarks_valid"]),
         )
 
     def __call__(
-        self, image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray | None = None, seed: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self,
+        image: np.ndarray,
+        landmarks: np.ndarray,
+        mask: np.ndarray | None = None,
+        seed: int | None = None,
+        landmarks_valid: np.ndarray | None = None,
+    ) -> Augmented:
         if seed is not None:
             self.compose.set_random_seed(int(seed))
-        data: dict[str, Any] = {"image": image, "keypoints": np.asarray(landmarks, np.float32) - 0.5}
+        valid = np.ones(len(landmarks), np.float32) if landmarks_valid is None else np.asarray(landmarks_valid, np.float32)
+        data: dict[str, Any] = {
+            "image": image, "keypoints": np.asarray(landmarks, np.float32) - 0.5, "landmarks_valid": valid,
+        }
         if mask is not None:
             data["mask"] = mask.astype(np.float32)
         out = self.compose(**data)
         points = np.asarray(out["keypoints"], dtype=np.float32)[:, :2] + 0.5
-        return out["image"], points, (out["mask"] if mask is not None else None)
+        return Augmented(
+            out["image"], points, out["mask"] if mask is not None else None,
+            np.asarray(out["landmarks_valid"], dtype=np.float32),
+        )
 
     def __repr__(self) -> str:
         return f"FaceAugmentation({self.compose!r})"

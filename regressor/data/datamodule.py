@@ -1,0 +1,255 @@
+"""``FaceDataModule``: every data source of the project behind one LightningDataModule.
+
+Configured from yaml by LightningCLI (plain typed arguments), e.g.::
+
+    data:
+      class_path: regressor.data.datamodule.FaceDataModule
+      init_args: {train_source: mixed, train_dir: my_faces/, mix_weights: {synthetic: 0.7, folder: 0.3}}
+
+* train: ``synthetic`` (on-the-fly ``SyntheticFaceDataset``, split ``train``), ``folder``
+  (``FaceFolderDataset`` with augmentation) or ``mixed`` (both, drawn by ``mix_weights``).
+* val / test: synthetic held-out splits (``val`` / ``test`` seed ranges) or a folder; ``none``
+  disables the loader.
+* predict: a plain image folder (``PredictImageDataset``), no landmarks needed.
+
+Skipped files are reported by ``skip_report()``: logged once the datasets are built, and
+again (with what the loaders found while decoding) at teardown.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from regressor.data.folder import FaceFolderDataset
+from regressor.data.mixing import MixedFaceDataset, weighted_source_sampler
+from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
+from regressor.data.synthetic import SyntheticFaceDataset
+from regressor.data.synthetic_config import SyntheticConfig
+from regressor.data.transforms import build_train_transform
+
+TrainSource = Literal["synthetic", "folder", "mixed"]
+EvalSource = Literal["synthetic", "folder", "none"]
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Data for the regressor (see module doc).
+
+    Args:
+        image_size: side of every sample image, pixels (linked to the model's by the CLI).
+        batch_size: training batch size; ``eval_batch_size`` (default: the same) for the rest.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        seed: seeds the training shuffle / mix draw (augmentation follows ``seed_everything``).
+        train_source, val_source, test_source: where each stage's samples come from.
+        synthetic_*_samples: sizes of the synthetic splits; ``synthetic_seed_offset`` shifts
+            the training seed range (held-out ranges are never used for training).
+        synthetic_config: appearance / pose distributions of the synthetic faces.
+        train_dir, val_dir, test_dir: face folders (``regressor.data.folder_scan`` layout);
+            ``val_dir``/``test_dir`` use ``splits/val.txt``/``splits/test.txt`` when present.
+        predict_dir: plain images for ``predict``; ``predict_boxes`` an optional JSON of boxes.
+        landmarks_dir: extra folder searched first for landmark files.
+        strict: stop at the first bad file (naming it) instead of skipping and counting.
+        augment: keypoint-aware augmentation of training folder crops.
+        crop_scale, crop_shift_y, crop_jitter, crop_scale_jitter: face crop from landmarks; the
+            defaults match the synthetic framing (see ``FaceFolderDataset``).
+        mix_weights: ``{"synthetic": w, "folder": w}`` for ``train_source: mixed``.
+        samples_per_epoch: draws per training epoch (default: size of the training set).
+        detect_landmarks: for folder images without landmark files, detect them offline with
+            ``regressor.detect`` (needs ``pip install -e .[detect]``), cached in
+            ``landmark_cache_dir`` (default ``<folder>/landmarks_detected``).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        batch_size: int = 16,
+        eval_batch_size: Optional[int] = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        train_source: TrainSource = "synthetic",
+        val_source: EvalSource = "synthetic",
+        test_source: EvalSource = "synthetic",
+        synthetic_train_samples: int = 100_000,
+        synthetic_val_samples: int = 256,
+        synthetic_test_samples: int = 256,
+        synthetic_seed_offset: int = 0,
+        synthetic_config: Optional[SyntheticConfig] = None,
+        train_dir: Optional[str] = None,
+        val_dir: Optional[str] = None,
+        test_dir: Optional[str] = None,
+        predict_dir: Optional[str] = None,
+        predict_boxes: Optional[str] = None,
+        landmarks_dir: Optional[str] = None,
+        strict: bool = False,
+        augment: bool = True,
+        crop_scale: float = 1.6,
+        crop_shift_y: float = -0.04,
+        crop_jitter: float = 0.04,
+        crop_scale_jitter: float = 0.12,
+        mix_weights: Optional[dict[str, float]] = None,
+        samples_per_epoch: Optional[int] = None,
+        detect_landmarks: bool = False,
+        landmark_cache_dir: Optional[str] = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.image_size = int(image_size)
+        self._check_config()
+        self.datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ configuration
+    def _check_config(self) -> None:
+        h = self.hparams
+        needs_dir = {"train_dir": h.train_source in ("folder", "mixed"), "val_dir": h.val_source == "folder",
+                     "test_dir": h.test_source == "folder"}
+        for key, needed in needs_dir.items():
+            if needed and not h[key]:
+                source = key.split("_")[0]
+                raise ValueError(f"FaceDataModule: {source}_source needs {key} (a face folder), got none")
+        if h.train_source == "mixed" and h.mix_weights is not None:
+            if set(h.mix_weights) != {"synthetic", "folder"}:
+                raise ValueError(f"mix_weights must have keys 'synthetic' and 'folder', got {sorted(h.mix_weights)}")
+
+    def _provider(self, folder: str):
+        if not self.hparams.detect_landmarks:
+            return None
+        from regressor.detect.provider import landmarks_for_image
+
+        cache = self.hparams.landmark_cache_dir or str(Path(folder) / "landmarks_detected")
+        return functools.partial(landmarks_for_image, cache_dir=cache)
+
+    def _synthetic(self, split: str, num_samples: int) -> SyntheticFaceDataset:
+        offset = self.hparams.synthetic_seed_offset if split == "train" else 0
+        return SyntheticFaceDataset(num_samples, self.image_size, split=split, seed_offset=offset,
+                                    config=self.hparams.synthetic_config)
+
+    def _folder(self, root: str, split: str) -> FaceFolderDataset:
+        h = self.hparams
+        training = split == "train"
+        return FaceFolderDataset(
+            root, image_size=self.image_size, split=split, landmarks_dir=h.landmarks_dir, strict=h.strict,
+            augment=build_train_transform(self.image_size) if (training and h.augment) else None,
+            crop_scale=h.crop_scale, crop_shift_y=h.crop_shift_y, crop_jitter=h.crop_jitter,
+            crop_scale_jitter=h.crop_scale_jitter,
+            landmark_provider=self._provider(root),
+        )
+
+    def _build(self, stage: str) -> Dataset | None:
+        h = self.hparams
+        if stage == "train":
+            if h.train_source == "synthetic":
+                return self._synthetic("train", h.synthetic_train_samples)
+            if h.train_source == "folder":
+                return self._folder(h.train_dir, "train")
+            return MixedFaceDataset({"synthetic": self._synthetic("train", h.synthetic_train_samples),
+                                     "folder": self._folder(h.train_dir, "train")})
+        if stage in ("val", "test"):
+            source = h[f"{stage}_source"]
+            if source == "none":
+                return None
+            if source == "synthetic":
+                return self._synthetic(stage, h[f"synthetic_{stage}_samples"])
+            return self._folder(h[f"{stage}_dir"], stage)
+        if stage == "predict":
+            if not h.predict_dir:
+                raise ValueError("FaceDataModule: predict needs predict_dir (a folder of images)")
+            provider = self._provider(h.predict_dir)
+            return PredictImageDataset(h.predict_dir, self.image_size, landmarks_dir=h.landmarks_dir,
+                                       boxes=h.predict_boxes, crop_scale=h.crop_scale,
+                                       crop_shift_y=h.crop_shift_y, landmark_provider=provider)
+        raise ValueError(f"unknown stage {stage!r}")
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
+                  None: ("train", "val", "test")}[stage]
+        for name in wanted:
+            if name not in self.datasets:
+                self.datasets[name] = self._build(name)
+        report = self.skip_report()
+        if report:
+            rank_zero_info(report)
+
+    # ------------------------------------------------------------------ reporting
+    def _folder_datasets(self) -> dict[str, Any]:
+        found = {}
+        for stage, dataset in self.datasets.items():
+            if isinstance(dataset, MixedFaceDataset):
+                dataset = dataset.sources[dataset.names.index("folder")]
+            if isinstance(dataset, (FaceFolderDataset, PredictImageDataset)):
+                found[stage] = dataset
+        return found
+
+    def skip_counts(self) -> dict[str, dict[str, int]]:
+        """Skipped files by stage and reason, including those found by loader workers."""
+        counts = {}
+        for stage, dataset in self._folder_datasets().items():
+            counter = dataset.skipped if isinstance(dataset, FaceFolderDataset) else dataset.total_skipped
+            counts[stage] = dict(counter)
+        return counts
+
+    def skip_report(self) -> str:
+        return "\n".join(dataset.skip_report() for dataset in self._folder_datasets().values())
+
+    def teardown(self, stage: Optional[str] = None) -> None:
+        """Report skipped files at the end of a run: a warning, and ``data/skipped/<stage>/<reason>``
+        (plus ``.../total``) to the trainer's loggers, so the counts live next to the losses."""
+        counts = self.skip_counts()
+        if any(sum(c.values()) for c in counts.values()):
+            rank_zero_warn(self.skip_report())
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not counts or trainer.global_rank != 0:
+            return
+        metrics = {}
+        for split, by_reason in counts.items():
+            metrics[f"data/skipped/{split}/total"] = float(sum(by_reason.values()))
+            metrics.update({f"data/skipped/{split}/{reason}": float(n) for reason, n in by_reason.items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        h = self.hparams
+        return DataLoader(dataset, batch_size=batch_size, num_workers=h.num_workers, pin_memory=h.pin_memory,
+                          persistent_workers=h.persistent_workers and h.num_workers > 0, **kwargs)
+
+    def _dataset(self, name: str) -> Dataset | None:
+        if name not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name])
+        return self.datasets.get(name)
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        dataset = self._dataset("train")
+        num_samples = h.samples_per_epoch or len(dataset)
+        generator = torch.Generator().manual_seed(h.seed)
+        if isinstance(dataset, MixedFaceDataset):
+            weights = h.mix_weights or {"synthetic": 0.5, "folder": 0.5}
+            sampler = weighted_source_sampler(dataset, dict(weights), num_samples, h.seed)
+        else:
+            sampler = RandomSampler(dataset, num_samples=num_samples, replacement=h.samples_per_epoch is not None
+                                    and h.samples_per_epoch > len(dataset), generator=generator)
+        return self._loader(dataset, h.batch_size, sampler=sampler, drop_last=len(dataset) >= h.batch_size)
+
+    def _eval_loader(self, name: str):
+        dataset = self._dataset(name)
+        if dataset is None:
+            return []
+        return self._loader(dataset, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset = self._dataset("predict")
+        return self._loader(dataset, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False,
+                            collate_fn=collate_skipping_unreadable)
