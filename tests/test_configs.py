@@ -1,0 +1,49 @@
+"""Every LightningCLI yaml under configs/ runs for two steps with tiny sizes.
+
+Configs are discovered, so a config added later is covered without editing this file;
+``regression_helpers.shrink_config`` overrides sizes by key name (image_size, batch_size,
+*_samples, backbone, ...) and points outputs into tmp_path.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from regressor.cli import main
+from regressor.data.splits import HELD_OUT_SPLITS
+from tests.regression_helpers import CONFIG_ROOT, QUICKSTART, critic_checkpoint, lightning_configs, shrink_config
+
+CONFIGS = lightning_configs()
+
+
+def test_the_regressor_configs_are_discovered():
+    names = {f"{p.parent.name}/{p.name}" for p in CONFIGS}
+    assert {"regressor/quickstart.yaml", "regressor/full.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_fits_two_steps_with_tiny_sizes(config, tmp_path):
+    torch.manual_seed(0)
+    tiny = shrink_config(config, tmp_path, critic_checkpoint(tmp_path))
+    assert main(["fit", "--config", str(tiny)]) == 0
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert checkpoints, f"{config.name}: no checkpoint written"
+    last = max(checkpoints, key=lambda p: p.stat().st_mtime)
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+def test_quickstart_trains_on_the_train_split_and_validates_on_held_out_seeds():
+    data = yaml.safe_load(QUICKSTART.read_text())["data"]["init_args"]
+    assert data.get("train_source", "synthetic") == "synthetic"
+    assert data.get("synthetic_seed_offset", 0) == 0
+    assert data["val_source"] == "synthetic"
+    # FaceDataModule draws val/test from their named held-out seed ranges.
+    assert {"val", "test"} <= set(HELD_OUT_SPLITS)
+
+
+def test_full_config_is_the_paper_scale_ddp_run():
+    config = yaml.safe_load((CONFIG_ROOT / "regressor" / "full.yaml").read_text())
+    assert config["trainer"]["strategy"] == "ddp"
+    assert config["model"]["init_args"]["backbone"] == "resnet50"
+    assert config["data"]["init_args"]["image_size"] == 224
