@@ -141,6 +141,27 @@ def test_landmarks_next_to_the_images_and_in_landmarks_dir_are_found(tmp_path):
     assert len(FaceFolderDataset(flat, split="val", landmarks_dir=tmp_path / "a" / "landmarks")) == 2
 
 
+def test_big_jpeg_is_decoded_at_reduced_size_with_landmarks_still_on_the_dots(tmp_path, monkeypatch):
+    from regressor.data import folder as folder_module
+
+    (tmp_path / "images").mkdir()
+    landmarks = schematic_face() * 350 + np.array([600.0, 800.0])
+    Image.fromarray(draw_face(1600, 1200, landmarks)).save(tmp_path / "images" / "big.jpg", quality=92)
+    save_pts(tmp_path / "images" / "big.pts", landmarks)
+    scales = []
+    original = folder_module.load_image_reduced
+
+    def spy(path, scale):
+        image, actual = original(path, scale)
+        scales.append(actual)
+        return image, actual
+
+    monkeypatch.setattr(folder_module, "load_image_reduced", spy)
+    sample = FaceFolderDataset(tmp_path, image_size=48, split="val")[0]
+    assert scales == [0.125]  # JPEG DCT scaling did the heavy lifting
+    assert red_fraction_at_landmarks(sample) >= 0.95
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regressor.data.image_io import ImageReadError, list_images, load_image
+from regressor.data.image_io import ImageReadError, list_images, load_image, load_image_reduced, probe_image
 from regressor.data.landmarks_io import LandmarkFileError, find_landmark_file, load_landmarks, save_pts
 
 
@@ -101,6 +101,36 @@ def test_list_images_is_sorted_and_filters_extensions(tmp_path, rgb):
     for name in ["b.png", "a.JPG", "notes.txt"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+
+
+def test_reduced_jpeg_decode_is_an_exact_block_average_of_the_full_image(tmp_path):
+    rng = np.random.default_rng(2)
+    smooth = np.kron(rng.integers(0, 256, size=(12, 16, 3)), np.ones((40, 40, 1))).astype(np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(smooth).save(path, quality=95)
+    full = load_image(path).astype(float)
+    reduced, scale = load_image_reduced(path, 0.2)
+    assert scale == 0.25 and reduced.shape == (120, 160, 3)  # the smallest of 1/2, 1/4, 1/8 that is >= 0.2
+    blocks = full.reshape(120, 4, 160, 4, 3).mean(axis=(1, 3))
+    assert np.abs(blocks - reduced).mean() < 2.0  # pixel (c, r) of the reduced image = block (4c.., 4r..)
+    shifted = full[2:-2].reshape(119, 4, 160, 4, 3).mean(axis=(1, 3))
+    assert np.abs(shifted - reduced[:119]).mean() > np.abs(blocks - reduced).mean()
+
+
+def test_reduced_decode_of_other_formats_is_full_size(tmp_path, rgb):
+    path = tmp_path / "small.png"
+    Image.fromarray(rgb).save(path)
+    image, scale = load_image_reduced(path, 0.1)
+    assert scale == 1.0 and np.array_equal(image, rgb)
+
+
+def test_probe_reads_upright_size_and_mode_without_decoding(tmp_path, rgb):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).convert("L").save(path, exif=exif)
+    info = probe_image(path)
+    assert (info.width, info.height, info.mode, info.conversion) == (20, 30, "L", "grayscale")
 
 
 # ----------------------------------------------------------------------------- landmarks

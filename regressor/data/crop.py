@@ -32,6 +32,10 @@ class CropBox:
     def around(cls, cx: float, cy: float, size: float) -> "CropBox":
         return cls(cx - size / 2, cy - size / 2, size)
 
+    def scaled(self, factor: float) -> "CropBox":
+        """The same box in an image resized by ``factor`` (e.g. a reduced JPEG decode)."""
+        return CropBox(self.x0 * factor, self.y0 * factor, self.size * factor)
+
     def as_array(self) -> np.ndarray:
         """(4,) float32 ``[x0, y0, x1, y1]``."""
         return np.array([self.x0, self.y0, self.x0 + self.size, self.y0 + self.size], np.float32)

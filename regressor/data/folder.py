@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from regressor.data.crop import box_from_landmarks, crop_image, crop_mask, crop_points, landmark_hull_mask
-from regressor.data.folder_scan import SampleSkipped, check_landmarks_fit_image, scan_face_folder
-from regressor.data.image_io import ImageReadError, load_image
+from regressor.data.folder_scan import FaceRecord, SampleSkipped, check_landmarks_fit_image, scan_face_folder
+from regressor.data.image_io import ImageReadError, load_image, load_image_reduced
 from regressor.data.landmarks_io import LandmarkFileError
 from regressor.data.transforms import FaceAugmentation
 from regressor.types import NUM_LANDMARKS
@@ -128,13 +128,7 @@ class FaceFolderDataset(Dataset):
 
     def _load(self, index: int, seed: int) -> dict[str, Any]:
         record = self.records[index]
-        try:
-            image = load_image(record.image_path)
-        except ImageReadError as error:
-            raise SampleSkipped("unreadable_image", error) from None
-        landmarks = record.landmarks if record.landmarks is not None else self._provide(record.image_path, image)
-        full_mask = self._load_mask(record.mask_path) if record.mask_path is not None else None
-
+        landmarks = record.landmarks if record.landmarks is not None else self._provide(record)
         rng = np.random.default_rng(seed)
         jitter = self.training and (self.crop_jitter > 0 or self.crop_scale_jitter > 0)
         box = box_from_landmarks(
@@ -143,9 +137,15 @@ class FaceFolderDataset(Dataset):
             rng=rng if jitter else None,
         )
         size = self.image_size
-        crop = crop_image(image, box, size)
+        try:  # decode big JPEGs at reduced size: twice the crop's resolution is plenty
+            image, scale = load_image_reduced(record.image_path, 2.0 * size / box.size)
+        except ImageReadError as error:
+            raise SampleSkipped("unreadable_image", error) from None
+        crop = crop_image(image, box.scaled(scale), size)
         points = crop_points(landmarks, box, size)
-        mask = crop_mask(full_mask, box, size) if full_mask is not None else None
+        mask = None
+        if record.mask_path is not None:
+            mask = crop_mask(self._load_mask(record.mask_path), box, size)
         if self.training and self.augment is not None:
             crop, points, mask, _ = self.augment(crop, points, mask, seed=seed + 1)
         if mask is None:
@@ -163,7 +163,8 @@ class FaceFolderDataset(Dataset):
             sample["vertices"] = self._load_mesh(record.mesh_path)
         return sample
 
-    def _provide(self, path: Path, image: np.ndarray) -> np.ndarray:
+    def _provide(self, record: FaceRecord) -> np.ndarray:
+        path = record.image_path
         try:
             landmarks = np.asarray(self.landmark_provider(path), dtype=np.float32)
         except ImageReadError as error:
@@ -175,7 +176,7 @@ class FaceFolderDataset(Dataset):
                 f"landmark_provider returned {landmarks.shape} landmarks for {path}, expected finite (68, 2)"
             )
         try:
-            check_landmarks_fit_image(landmarks, image.shape[1], image.shape[0], path)
+            check_landmarks_fit_image(landmarks, record.width, record.height, path)
         except LandmarkFileError as error:
             raise SampleSkipped("landmarks_outside_image", error) from None
         return landmarks

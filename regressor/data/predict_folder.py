@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from regressor.data.crop import CropBox, box_from_image, box_from_landmarks, box_from_xyxy, crop_image
-from regressor.data.image_io import ImageReadError, list_images, load_image, probe_image
+from regressor.data.image_io import ImageReadError, list_images, load_image_reduced, probe_image
 from regressor.data.landmarks_io import LandmarkFileError, find_landmark_file, load_landmarks
 
 
@@ -70,11 +70,13 @@ class PredictImageDataset(Dataset):
         self.landmark_dirs = [Path(d) for d in (landmarks_dir, self.root / "landmarks", images_dir) if d is not None]
         self.skipped: Counter = Counter()
         self.paths: list[Path] = []
+        self.sizes: list[tuple[int, int]] = []  # (height, width), upright
         self._lazy_failures = torch.zeros(0, dtype=torch.int8)  # per image, set in workers (shared memory)
         for path in list_images(images_dir):
             try:
-                probe_image(path)
+                info = probe_image(path)
                 self.paths.append(path)
+                self.sizes.append((info.height, info.width))
             except ImageReadError as error:
                 self.skipped["unreadable_image"] += 1
                 warnings.warn(f"skipping {error}", stacklevel=2)
@@ -95,7 +97,7 @@ class PredictImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _box(self, path: Path, image: np.ndarray) -> tuple[CropBox, str]:
+    def _box(self, path: Path, height: int, width: int) -> tuple[CropBox, str]:
         landmark_file = find_landmark_file(path.stem, self.landmark_dirs)
         if landmark_file is not None:
             try:
@@ -110,18 +112,18 @@ class PredictImageDataset(Dataset):
                 return box_from_landmarks(self.landmark_provider(path), self.crop_scale, self.crop_shift_y), "detected"
             except ValueError as error:  # no face: fall back to the whole image
                 warnings.warn(f"{path.name}: {error}; using a centre crop", stacklevel=3)
-        return box_from_image(*image.shape[:2]), "centre"
+        return box_from_image(height, width), "centre"
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         path = self.paths[index]
         try:
-            image = load_image(path)
+            box, _ = self._box(path, *self.sizes[index])
+            image, scale = load_image_reduced(path, 2.0 * self.image_size / box.size)
         except ImageReadError as error:
             self._lazy_failures[index] = 1
             warnings.warn(f"skipping {error}", stacklevel=2)
             return None
-        box, _ = self._box(path, image)
-        crop = crop_image(image, box, self.image_size)
+        crop = crop_image(image, box.scaled(scale), self.image_size)
         return {
             "image": torch.from_numpy(crop).permute(2, 0, 1).float().div_(255.0),
             "name": path.stem,
