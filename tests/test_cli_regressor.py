@@ -1,0 +1,78 @@
+"""`regressor fit|validate|predict` on the quickstart config (tiny sizes): resume, predict, reuse."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from regressor.cli import main
+from regressor.inference import Reconstructor
+from tests.regression_helpers import QUICKSTART, TINY_SIZE, critic_checkpoint, shrink_config
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A 2-step quickstart run: (tiny config path, output dir)."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("quickstart")
+    config = shrink_config(QUICKSTART, out, critic_checkpoint(out))
+    assert main(["fit", "--config", str(config)]) == 0
+    return config, out
+
+
+def _scalar_steps(run_dir, tag="loss/total") -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
+def test_fit_writes_last_and_best_checkpoints(fitted):
+    _, out = fitted
+    names = {p.name for p in (out / "dirpath").iterdir()}
+    assert "last.ckpt" in names and any(n.startswith("regressor-step=") for n in names)
+    checkpoint = torch.load(out / "dirpath" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2
+
+
+def test_resume_from_last_continues_at_the_same_global_step(fitted):
+    config, out = fitted
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "3", "--ckpt_path", "last"]) == 0
+    checkpoint = torch.load(out / "dirpath" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    runs = sorted((out / "save_dir" / "tensorboard").iterdir())
+    first, resumed = _scalar_steps(runs[0]), _scalar_steps(runs[-1])
+    assert len(runs) == 2 and first == [0, 1]
+    assert resumed == [2], "the resumed run must log only the one new step, numbered after the first run's"
+
+
+def test_predict_on_an_image_folder_writes_mesh_params_and_render_per_image(fitted, tmp_path):
+    config, out = fitted
+    images = tmp_path / "faces"
+    images.mkdir()
+    for name in ("anna", "ben"):
+        pixels = (torch.rand(48, 40, 3) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(images / f"{name}.png")
+    predictions = tmp_path / "predictions"
+    assert main([
+        "predict", "--config", str(config), "--ckpt_path", str(out / "dirpath" / "last.ckpt"),
+        "--data.init_args.predict_dir", str(images), "--prediction_writer.output_dir", str(predictions),
+    ]) == 0
+    written = {p.name for p in predictions.iterdir()}
+    for name in ("anna", "ben"):
+        assert {f"{name}.obj", f"{name}.npz", f"{name}_render.png"} <= written
+
+
+def test_validate_reports_held_out_metrics(fitted, capsys):
+    config, out = fitted
+    assert main(["validate", "--config", str(config), "--ckpt_path", str(out / "dirpath" / "last.ckpt")]) == 0
+    printed = capsys.readouterr().out
+    assert "val/vertex_error_aligned_mm" in printed and "val/landmark_error_px" in printed
+
+
+def test_a_cli_checkpoint_loads_in_the_reconstructor_without_the_config(fitted):
+    _, out = fitted
+    reconstructor = Reconstructor.from_checkpoint(out / "dirpath" / "last.ckpt")
+    result = reconstructor.predict(torch.rand(2, 3, TINY_SIZE, TINY_SIZE))
+    assert result.mesh.vertices.shape[0] == 2 and result.renders.shaded.shape[-1] == TINY_SIZE
