@@ -125,10 +125,11 @@ def skinning_weights(grid: HeadGrid, s: Sculpt) -> np.ndarray:
     sx = np.abs(x)
     theta = np.arcsin(np.clip(grid.directions[:, 1], -1, 1))
     below_crease = (theta < MOUTH_LINE_THETA).astype(float)
-    mouth = np.exp(-((sx / (MOUTH_HALF_WIDTH * 1.05)) ** 6))
+    # Across the lips the jaw weight steps at the crease; elsewhere it blends smoothly.
+    lips = np.exp(-((sx / (MOUTH_HALF_WIDTH * 1.05)) ** 6) - ((y - MOUTH_Y) / 0.016) ** 4)
     lower_face = smoothstep(-0.045, -0.085, y)
-    jaw = mouth * below_crease + (1 - mouth) * lower_face
-    jaw *= smoothstep(-0.035, 0.02, z) * smoothstep(-0.135, -0.105, y)
+    jaw = lips * below_crease + (1 - lips) * lower_face
+    jaw *= smoothstep(-0.04, 0.035, z) * smoothstep(-0.165, -0.11, y)
     root = smoothstep(-0.15, -0.19, y)
     eye = np.sqrt(((sx - EYE_X) / 0.0135) ** 2 + ((y - EYE_Y) / 0.0075) ** 2)
     eyeball = smoothstep(1.05, 0.7, eye) * _front(s.design_points)

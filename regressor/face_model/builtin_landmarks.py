@@ -96,11 +96,12 @@ def static_embedding(grid: HeadGrid, s: Sculpt) -> tuple[np.ndarray, np.ndarray]
 def dynamic_embedding(grid: HeadGrid, s: Sculpt) -> tuple[np.ndarray, np.ndarray]:
     """(79, 17) face indices and (79, 17, 3) barycentrics of the jaw contour per yaw bin."""
     v, p = s.vertices, s.design_points
-    centre = np.array([0.0, -0.02, 0.0])
+    centre = np.array([0.0, -0.03, 0.0])
     radial2d = np.linalg.norm(p[:, :2] - centre[:2], axis=1)
-    eligible = (p[:, 1] < EYE_Y - 0.01) & (p[:, 1] > -0.13) & (p[:, 2] > 0.0) & (radial2d > 0.05)
+    under_chin = (p[:, 1] < -0.09) & (p[:, 2] < 0.045)
+    eligible = (p[:, 1] < EYE_Y - 0.005) & (p[:, 1] > -0.115) & (p[:, 2] > 0.0) & (radial2d > 0.045) & ~under_chin
     idx = np.nonzero(eligible)[0]
-    angles = np.deg2rad(np.linspace(-100, 100, 17))  # from straight down; negative = subject's right
+    angles = np.deg2rad(np.linspace(-108, 108, 17))  # from straight down; negative = subject's right
     faces_idx = np.zeros((79, 17), np.int64)
     bary = np.zeros((79, 17, 3))
     for b in range(79):

@@ -136,7 +136,7 @@ def base_radius(d: np.ndarray, knobs: dict[str, float]) -> np.ndarray:
         _ray_ellipsoid(d, (0, 0.022 * height, -0.012), (0.074 * w, 0.097 * height, 0.100 * length)),
         _ray_ellipsoid(d, (0, -0.022, 0.004), (0.069 * w, 0.072 * face_len, 0.090)),
         _ray_ellipsoid(d, (0, -0.052 * face_len, 0.002), (0.060 * jaw_w, 0.060 * face_len, 0.086)),
-        _ray_ellipsoid(d, (0, -0.095, -0.025), (0.054, 0.120, 0.060)),
+        _ray_ellipsoid(d, (0, -0.085, -0.025), (0.052, 0.105, 0.058)),
     ]
     k = 160.0  # soft union of star-shaped parts = soft max of their radii
     stacked = np.stack(parts)
