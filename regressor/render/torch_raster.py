@@ -21,7 +21,8 @@ Algorithm (hard rasterization, ``faces_per_pixel=1``):
    patterns, so this is an exact depth test, and equal depths resolve to the lower face id
    (as pytorch3d, which keeps the first face on ties).
 5. Only for the winning (pixel, face) pairs the barycentrics and depth are recomputed with
-   autograd from the screen-space vertices, so gradients flow to the vertices.
+   autograd from the screen-space vertices (in their dtype; the selection itself runs in
+   float32), so gradients flow to the vertices.
 
 Output follows pytorch3d's conventions (packed face ids, -1 on background); see
 ``regressor.types.Fragments``.
