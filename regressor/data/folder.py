@@ -91,7 +91,11 @@ class FaceFolderDataset(Dataset):
             allow_missing_landmarks=landmark_provider is not None,
         )
         if not self.records:
-            raise ValueError(f"no usable samples in {self.root}: {self.skip_report()}")
+            hint = ""
+            if self.skipped["missing_landmarks"]:
+                hint = ("; for photos without landmark files run `regressor landmarks --images DIR --out DIR`, or "
+                        "set detect_landmarks: true on FaceDataModule (both need `pip install -e .[detect]`)")
+            raise ValueError(f"no usable samples in {self.root}: {self.skip_report()}{hint}")
         if sum(self.skipped.values()):
             warnings.warn(self.skip_report(), stacklevel=2)
 
