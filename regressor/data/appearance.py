@@ -45,8 +45,8 @@ def sample_feature_style(seeds: list[int], lattice_size: int = 16) -> FeatureSty
         bald = 1.0 if uniform(g, 0, 1) < 0.1 else 0.0
         iris = IRIS_COLOURS[int(torch.randint(0, len(IRIS_COLOURS), (1,), generator=g))] * uniform(g, 0.7, 1.2)
         rows.append(dict(
-            hair_colour=hair, hairline=torch.tensor([uniform(g, 0.035, 0.06), uniform(g, -0.4, 1.0), bald]),
-            iris_colour=iris, brow=torch.tensor([uniform(g, 0.0025, 0.005), uniform(g, 0.4, 0.9)]),
+            hair_colour=hair, hairline=torch.tensor([uniform(g, 0.025, 0.045), uniform(g, -0.3, 1.0), bald]),
+            iris_colour=iris, brow=torch.tensor([uniform(g, 0.003, 0.006), uniform(g, 0.6, 0.95)]),
             lip_tint=torch.tensor([uniform(g, 0.85, 1.0), uniform(g, 0.55, 0.75), uniform(g, 0.6, 0.8)]),
             detail=torch.tensor([uniform(g, 0.05, 0.25), uniform(g, 0.0, 0.25), uniform(g, 0.1, 0.5),
                                  uniform(g, 0.03, 0.12)]),
@@ -73,74 +73,106 @@ def _distance_to_polyline(points: Tensor, line: Tensor) -> Tensor:
     return (points[..., None, :] - nearest).norm(dim=-1).min(-1).values
 
 
-def _soft(region: Tensor, sigma: float = 0.6) -> Tensor:
-    """Soften a (B, 1, H, W) 0/1 map with a small fixed blur (anti-aliased painted edges)."""
-    radius = 1
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=region.dtype, device=region.device) / sigma) ** 2)
-    k = (k[:, None] * k[None, :]) / k.sum() ** 2
-    return F.conv2d(F.pad(region, (1, 1, 1, 1), mode="replicate"), k[None, None])
+class FeatureAtlas:
+    """Painted-feature maps of the mean face, precomputed on a template-XY grid.
+
+    Per-pixel painting then costs one ``grid_sample`` at each pixel's template position.
+    Channels: lips (0/1), brow distance (m), eye opening (0/1), distance to the nearest eye
+    centre relative to the eye height, upper-lid distance (m), nostrils (0/1).
+
+    Args:
+        landmarks: (68, 3) neutral template-space landmarks of the mean face.
+        texel: atlas resolution in metres.
+    """
+
+    CHANNELS = ("lips", "brow_distance", "eye", "eye_radius", "lid_distance", "nostril")
+
+    def __init__(self, landmarks: Tensor, texel: float = 0.0004):
+        lm = landmarks.detach().float().cpu()
+        self.landmarks = lm
+        low = lm[:, :2].min(0).values - 0.02
+        high = lm[:, :2].max(0).values + 0.02
+        self.low, self.high = low, high
+        nx, ny = (((high - low) / texel).ceil().long() + 1).tolist()
+        xs = torch.linspace(float(low[0]), float(high[0]), nx)
+        ys = torch.linspace(float(low[1]), float(high[1]), ny)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        xy = torch.stack([xx, yy], -1)  # (ny, nx, 2)
+        lips = _inside_polygon(xy, lm[48:60, :2]).float()
+        brow = torch.minimum(_distance_to_polyline(xy, lm[17:22, :2]), _distance_to_polyline(xy, lm[22:27, :2]))
+        eye = torch.zeros_like(lips)
+        radius = torch.full_like(lips, 10.0)
+        lid = torch.full_like(lips, 1.0)
+        for contour in (lm[36:42, :2], lm[42:48, :2]):
+            eye = torch.maximum(eye, _inside_polygon(xy, contour).float())
+            height = (contour[[1, 2], 1].mean() - contour[[4, 5], 1].mean()).abs().clamp(min=0.004)
+            radius = torch.minimum(radius, (xy - contour.mean(0)).norm(dim=-1) / height)
+            lid = torch.minimum(lid, _distance_to_polyline(xy, contour[0:4]))
+        nostril = torch.zeros_like(lips)
+        for side in (lm[32, :2], lm[34, :2]):
+            nostril = torch.maximum(nostril, (((xy - side) / torch.tensor([0.004, 0.0022])).norm(dim=-1) < 1).float())
+        self.maps = torch.stack([lips, brow, eye, radius, lid, nostril])[None]  # (1, C, ny, nx)
+
+    def sample(self, template: Tensor) -> dict[str, Tensor]:
+        """Channel name -> (B, 1, H, W) at template positions (B, 3, H, W); outside the atlas: far away."""
+        grid = ((template[:, :2] - self.low.to(template)[None, :, None, None])
+                / (self.high - self.low).to(template)[None, :, None, None] * 2 - 1).permute(0, 2, 3, 1)
+        maps = self.maps.to(template).expand(template.shape[0], -1, -1, -1)
+        values = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        outside = (grid.abs() > 1).any(-1)[:, None]
+        far = torch.tensor([0.0, 1.0, 0.0, 10.0, 1.0, 0.0], device=template.device, dtype=template.dtype)
+        values = torch.where(outside, far[None, :, None, None], values)
+        return {name: values[:, i:i + 1] for i, name in enumerate(self.CHANNELS)}
 
 
-def paint_features(albedo: Tensor, template: Tensor, covered: Tensor, landmarks: Tensor, style: FeatureStyle) -> tuple[Tensor, Tensor]:
+def paint_features(albedo: Tensor, template: Tensor, covered: Tensor, atlas: FeatureAtlas, style: FeatureStyle) -> tuple[Tensor, Tensor]:
     """Brows, lips, eyes (sclera, iris, pupil, lid line), nostrils and a hair cap on the albedo.
 
     Args:
         albedo: (B, 3, H, W) per-pixel albedo; template: (B, 3, H, W) template-space position of
-        each pixel's surface point; covered: (B, 1, H, W) 0/1; landmarks: (68, 3) neutral
-        template-space landmarks of the mean face.
+        each pixel's surface point; covered: (B, 1, H, W) 0/1; atlas: the mean face's feature maps.
     Returns:
         painted albedo (B, 3, H, W) and the hair map (B, 1, H, W) (no skin detail there).
     """
-    lm = landmarks.to(albedo)
-    xy = template[:, :2].permute(0, 2, 3, 1)  # (B, H, W, 2)
+    lm = atlas.landmarks.to(albedo)
     tx, ty, tz = template[:, 0:1], template[:, 1:2], template[:, 2:3]
-    front = (tz > lm[:, 2].min() - 0.01).float() * covered
+    front = (tz > lm[:, 2].min() - 0.01).to(albedo) * covered
+    f = atlas.sample(template)
+    col = lambda t: t[:, :, None, None]  # noqa: E731  (B, C) -> (B, C, 1, 1)
     out = albedo
 
-    # lips: inside the outer lip contour
-    lips = _soft(_inside_polygon(xy, lm[48:60, :2]).float()[:, None] * front)
-    out = out * (1 - lips + lips * style.lip_tint[:, :, None, None])
+    lips = f["lips"] * front
+    out = out * (1 - lips + lips * col(style.lip_tint))
 
-    # brows: thick strokes along the brow landmarks, thinning outwards
-    for brow in (lm[17:22, :2], lm[22:27, :2]):
-        dist = _distance_to_polyline(xy, brow)[:, None]
-        width = style.brow[:, 0, None, None, None]
-        stroke = ((1 - dist / width).clamp(0, 1) * 3).clamp(max=1) * front
-        dark = stroke * style.brow[:, 1, None, None, None]
-        out = out * (1 - dark) + style.hair_colour[:, :, None, None] * dark
+    width = col(style.brow[:, :1])
+    stroke = ((1 - f["brow_distance"] / width).clamp(0, 1) * 3).clamp(max=1) * front
+    dark = stroke * col(style.brow[:, 1:2])
+    out = out * (1 - dark) + col(style.hair_colour) * dark
 
-    # eyes: sclera inside the lid contour, iris and pupil discs, dark upper lid line
-    for eye in (lm[36:42], lm[42:48]):
-        inside = _inside_polygon(xy, eye[:, :2]).float()[:, None] * front
-        centre = eye[:, :2].mean(0)
-        height = (eye[[1, 2], 1].mean() - eye[[4, 5], 1].mean()).abs().clamp(min=0.004)
-        r = (xy - centre).norm(dim=-1)[:, None]
-        iris_r = 0.62 * height * 1.6
-        iris = (r < iris_r).float() * inside
-        pupil = (r < 0.4 * iris_r).float() * inside
-        sclera = torch.tensor([0.75, 0.7, 0.65], device=out.device)[None, :, None, None]
-        out = out * (1 - _soft(inside)) + sclera * _soft(inside)
-        out = out * (1 - iris) + style.iris_colour[:, :, None, None] * iris
-        out = out * (1 - pupil) + 0.02 * pupil
-        lid = (_distance_to_polyline(xy, eye[0:4, :2]) < 0.0012).float()[:, None] * front
-        out = out * (1 - 0.8 * _soft(lid))
-
-    # nostrils: two small dark ellipses beside the subnasale
-    for side in (lm[32], lm[34]):
-        d = ((xy - side[:2]) / torch.tensor([0.004, 0.0022], device=out.device)).norm(dim=-1)[:, None]
-        nostril = (d < 1).float() * front
-        out = out * (1 - 0.7 * _soft(nostril))
+    eye = f["eye"] * front
+    sclera = torch.tensor([0.75, 0.7, 0.65], device=out.device, dtype=out.dtype)[None, :, None, None]
+    out = out * (1 - eye) + sclera * eye
+    iris = ((1.0 - f["eye_radius"]) / 0.1).clamp(0, 1) * eye
+    out = out * (1 - iris) + col(style.iris_colour) * iris
+    pupil = ((0.4 - f["eye_radius"]) / 0.1).clamp(0, 1) * eye
+    out = out * (1 - pupil) + 0.02 * pupil
+    lid = ((0.0014 - f["lid_distance"]) / 0.0006).clamp(0, 1) * front
+    out = out * (1 - 0.8 * lid)
+    out = out * (1 - 0.7 * f["nostril"] * front)
 
     # hair cap: above a (curved) hairline, and over the back/top of the head
     brow_y = lm[17:27, 1].mean()
     half_width = (lm[16, 0] - lm[0, 0]).abs() / 2
     height, curve, bald = (style.hairline[:, i, None, None, None] for i in range(3))
-    hairline = brow_y + height + curve * 0.03 * (tx / half_width) ** 2
-    top = ty > hairline + bald * 0.05
-    back = (tz < lm[[0, 16], 2].mean() - 0.025) & (ty > lm[[0, 16], 1].mean() - 0.01)
-    hair = _soft((top | back).float() * covered)
+    hairline = brow_y + height + curve * 0.03 * (tx / half_width) ** 2 + bald * 0.05
+    top = ((ty - hairline) / 0.003).clamp(0, 1)
+    ear_y, ear_z = lm[[0, 16], 1].mean(), lm[[0, 16], 2].mean()
+    front_edge = ear_z + 0.015 + 0.6 * (ty - brow_y).clamp(min=0)
+    temples = ((front_edge - tz) / 0.008).clamp(0, 1) * ((ty - brow_y + 0.005) / 0.008).clamp(0, 1)
+    back = ((ear_z - 0.02 - tz) / 0.01).clamp(0, 1) * ((ty - ear_y + 0.04) / 0.01).clamp(0, 1)
+    hair = torch.maximum(torch.maximum(top, temples), back) * covered
     streaks = 0.75 + 0.5 * _value_noise_1d(tx, 0.004, style.lattice[:, 2])
-    out = out * (1 - hair) + style.hair_colour[:, :, None, None] * streaks * hair
+    out = out * (1 - hair) + col(style.hair_colour) * streaks * hair
     return out, hair
 
 

@@ -61,14 +61,19 @@ def _pixel_grid(size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     return torch.meshgrid(ys, xs, indexing="ij")
 
 
+def _muted(colour: Tensor, saturation: float) -> Tensor:
+    """Pull an RGB colour towards its grey level (real scenes are rarely fully saturated)."""
+    return colour.mean() + (colour - colour.mean()) * saturation
+
+
 def cluttered_background(g: torch.Generator, size: tuple[int, int]) -> Tensor:
     """(3, H, W) a busy indoor/outdoor-ish scene: gradient, textured shapes, stripes, defocus."""
     y, x = _pixel_grid(size)
-    top, bottom = torch.rand(3, generator=g), torch.rand(3, generator=g)
+    top, bottom = _muted(torch.rand(3, generator=g), 0.5), _muted(torch.rand(3, generator=g), 0.5)
     image = top[:, None, None] * (1 - y) + bottom[:, None, None] * y
     image = image * (0.6 + 0.8 * fractal_noise(g, size, 2, 3, channels=1))
     for _ in range(int(torch.randint(3, 12, (1,), generator=g))):
-        colour = torch.rand(3, generator=g)
+        colour = _muted(torch.rand(3, generator=g), uniform(g, 0.2, 0.9))
         cx, cy, rx, ry = torch.rand(4, generator=g).tolist()
         rx, ry = 0.05 + 0.4 * rx, 0.05 + 0.4 * ry
         angle = uniform(g, 0.0, math.pi)

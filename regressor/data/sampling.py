@@ -141,11 +141,15 @@ def sample_lighting(seeds: list[int], config: SyntheticConfig) -> Lighting:
             else:
                 directions[k] = direction
         ambient = uniform(g, *config.ambient_range) * _tint(g, cast)
+        total = float(ambient.mean() + colours.mean(-1).sum())
+        brightest = uniform(g, 0.95, 1.25)  # ambient + all lights head-on: avoid blown-out faces
+        if total > brightest:
+            colours, ambient = colours * (brightest / total), ambient * (brightest / total)
         white_balance = torch.exp(torch.randn(3, generator=g) * 0.07 * cast)
         rows.append(dict(
             directions=directions, colours=colours, ambient=ambient, white_balance=white_balance,
             specular_strength=torch.tensor(uniform(g, 0.05, 0.35)), shininess=torch.tensor(uniform(g, 8.0, 48.0)),
-            exposure=torch.tensor(uniform(g, 0.85, 1.25)), gamma=torch.tensor(uniform(g, 1.0, 1.5)),
+            exposure=torch.tensor(uniform(g, 0.85, 1.15)), gamma=torch.tensor(uniform(g, 1.0, 1.5)),
         ))
     return Lighting(**{k: torch.stack([r[k] for r in rows]).float() for k in rows[0]})
 

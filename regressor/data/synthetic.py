@@ -6,11 +6,12 @@ DataLoader workers never repeat a sample. ``SyntheticFaceDataset`` serves a name
 (``regressor.data.splits``) on the fly.
 
 Landmark visibility (``landmarks_valid``) is a depth test of each projected landmark against
-the z-buffer of the ground-truth mesh (3x3 neighbourhood, 4 mm tolerance); landmarks on the
+the z-buffer of the ground-truth mesh (3x3 neighbourhood, 8 mm tolerance); landmarks on the
 silhouette count as visible.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from regressor.data.appearance import sample_feature_style
+from regressor.data.appearance import FeatureAtlas, sample_feature_style
 from regressor.data.displacement import (
     displace, displace_landmarks, face_region_weights, sample_displacement_amplitudes,
 )
@@ -31,7 +32,7 @@ from regressor.data.synthetic_shading import SceneGeometry, finish_image, shade_
 from regressor.render import project_weak_perspective, rasterize
 from regressor.types import FaceParams, TensorDataclass
 
-VISIBILITY_TOLERANCE_M = 0.004
+VISIBILITY_TOLERANCE_M = 0.008
 
 
 @dataclass
@@ -85,9 +86,17 @@ class SyntheticFaceGenerator:
         self.template = face_model.v_template.detach().float()
         self.template_landmarks = neutral.landmarks3d[0].detach().float()
         self.face_region = face_region_weights(self.template, self.template_landmarks)
+        self.atlas = FeatureAtlas(self.template_landmarks)
         jaw_motion = (open_mesh.vertices[0] - neutral.vertices[0]).norm(dim=-1)
         self.jaw_weight = (jaw_motion / jaw_motion.max().clamp(min=1e-12)).detach()
         self.mouth_faces = _stretched_faces(neutral.vertices[0], open_mesh.vertices[0], self.faces)
+
+    def with_config(self, config: SyntheticConfig, image_size: int | None = None) -> "SyntheticFaceGenerator":
+        """A generator sharing this one's model and precomputed maps, with another config (and size)."""
+        other = copy.copy(self)
+        other.config = config
+        other.image_size = self.image_size if image_size is None else int(image_size)
+        return other
 
     @property
     def device(self) -> torch.device:
@@ -120,7 +129,7 @@ class SyntheticFaceGenerator:
         fragments = rasterize(screen, self.faces, size, backend=self.backend, cull_backfaces=not cfg.mouth_interior)
         metres_per_pixel = 2.0 / (params.camera[:, 0] * size)
         scene = SceneGeometry(vertices, self.faces, fragments, self.template.to(device),
-                              self.template_landmarks.to(device), self.mouth_faces, self.jaw_weight.to(device),
+                              self.atlas, self.mouth_faces, self.jaw_weight.to(device),
                               metres_per_pixel)
         style = sample_feature_style(seeds).to(device)
         face, covered = shade_faces(scene, model.albedo(params.albedo), params.light, lighting, style, cfg)

@@ -22,7 +22,7 @@ class SyntheticConfig:
 
     # --- identity and expression (coefficients in units of the basis std) -------------------
     shape_std: float = 1.0
-    expression_std: float = 0.8
+    expression_std: float = 0.6
     albedo_std: float = 1.0
     # --- articulation (degrees) ---------------------------------------------------------------
     yaw_max_deg: float = 45.0  # head yaw ~ U(-max, max)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from regressor.data import procedural as proc
 from regressor.data.appearance import (
-    FeatureStyle, blinn_phong, paint_features, screen_space_occlusion, skin_detail,
+    FeatureAtlas, FeatureStyle, blinn_phong, paint_features, screen_space_occlusion, skin_detail,
 )
 from regressor.data.sampling import Lighting
 from regressor.data.shadows import key_light_visibility
@@ -31,7 +31,7 @@ class SceneGeometry:
     """What shading needs from the rasterized ground-truth mesh (one batch).
 
     vertices (B, V, 3) model space; faces (F, 3); fragments; template (V, 3) template vertices;
-    template_landmarks (68, 3); mouth_faces (F,) bool (faces that open into the mouth);
+    atlas: the mean face's painted-feature maps; mouth_faces (F,) bool (faces that open into the mouth);
     jaw_weight (V,) in [0, 1] (how much each vertex follows the jaw);
     metres_per_pixel (B,).
     """
@@ -40,7 +40,7 @@ class SceneGeometry:
     faces: Tensor
     fragments: Fragments
     template: Tensor
-    template_landmarks: Tensor
+    atlas: FeatureAtlas
     mouth_faces: Tensor
     jaw_weight: Tensor
     metres_per_pixel: Tensor
@@ -61,7 +61,7 @@ def shade_faces(scene: SceneGeometry, vertex_albedo: Tensor, light: Tensor, ligh
     template = interpolate(fragments, faces, scene.template.expand(batch, -1, -1).to(vertices))
     hair = torch.zeros_like(covered)
     if config.facial_features:
-        albedo, hair = paint_features(albedo, template, covered, scene.template_landmarks, style)
+        albedo, hair = paint_features(albedo, template, covered, scene.atlas, style)
     if config.skin_detail:
         albedo = skin_detail(albedo, template, covered * (1 - hair), style)
 
@@ -154,11 +154,11 @@ def finish_image(face: Tensor, covered: Tensor, seeds: list[int], config: Synthe
         g = proc.stage_generator(seed, "camera_effects")
         draws = torch.rand(8, generator=g).tolist()  # fixed count: effects switch without shifting others
         if config.blur:
-            image = proc.gaussian_blur(image, draws[0] * 1.0 * scale)
+            image = proc.gaussian_blur(image, (0.3 + draws[0]) * scale)  # real photos are never pixel-sharp
             if draws[1] < 0.15:
                 image = proc.motion_blur(image, (1 + 3 * draws[2]) * scale, draws[3] * 3.1416)
         if config.sensor_noise:
-            image = proc.sensor_noise(image.clamp(0, 1), g, shot=0.012 * draws[4], read=0.002 + 0.02 * draws[5])
+            image = proc.sensor_noise(image.clamp(0, 1), g, shot=0.006 * draws[4], read=0.002 + 0.012 * draws[5])
         if config.jpeg and draws[6] < 0.8:
             low, high = config.jpeg_quality
             image = proc.jpeg_artifacts(image, int(round(low + (high - low) * draws[7])))
