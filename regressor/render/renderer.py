@@ -96,7 +96,13 @@ class Renderer(nn.Module):
         fragments = rasterize(verts_screen, faces, self.image_size, self.backend, self.cull_backfaces)
         mask = fragments.mask[:, None].to(vertices.dtype)  # (B, 1, H, W)
 
-        normals = interpolate(fragments, faces, vertex_normals(vertices, faces))
+        if albedo is None:
+            albedo = torch.full_like(vertices, DEFAULT_ALBEDO)
+        if albedo.shape != vertices.shape:
+            raise ValueError(f"Renderer: albedo must be (B, V, 3) = {tuple(vertices.shape)}, got {tuple(albedo.shape)}")
+        # One interpolation pass for normals and albedo together.
+        attributes = interpolate(fragments, faces, torch.cat([vertex_normals(vertices, faces), albedo.to(vertices)], -1))
+        normals, albedo_image = attributes[:, :3], attributes[:, 3:]
         normals = torch.nn.functional.normalize(normals, dim=1, eps=1e-12) * mask
 
         if light_direction is None:
@@ -110,14 +116,9 @@ class Renderer(nn.Module):
             backdrop = torch.full_like(mask, self.background_value)
         shaded = grey * mask + backdrop * (1.0 - mask)
 
-        if albedo is None:
-            albedo = torch.full_like(vertices, DEFAULT_ALBEDO)
-        if albedo.shape != vertices.shape:
-            raise ValueError(f"Renderer: albedo must be (B, V, 3) = {tuple(vertices.shape)}, got {tuple(albedo.shape)}")
         if light is None:
             light = torch.zeros(batch, 9, 3, dtype=vertices.dtype, device=vertices.device)
             light[:, 0] = 1.0
-        albedo_image = interpolate(fragments, faces, albedo)
         albedo_shaded = albedo_image * sh_shading(normals, light) * mask
 
         depth = fragments.zbuf[..., 0][:, None].clamp(min=0.0) * mask
