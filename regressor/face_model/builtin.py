@@ -8,6 +8,7 @@ reads them through the same loader as the real files, so that path is always exe
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,8 +24,16 @@ from regressor.face_model.files import (
     AlbedoArrays, FlameArrays, LandmarkEmbedding, cache_dir, save_albedo, save_flame_model, save_landmark_embedding,
 )
 
-BUILTIN_VERSION = "v1"  # bump when the generator changes: the cache is keyed by it
 SEED = 20231
+_GENERATOR_SOURCES = ("builtin.py", "builtin_mesh.py", "builtin_bases.py", "builtin_landmarks.py", "files.py")
+
+
+def generator_version() -> str:
+    """Hash of the generator's source: the cache folder is keyed by it, so edits never reuse stale files."""
+    digest = hashlib.sha1()
+    for name in _GENERATOR_SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -93,7 +102,7 @@ def builtin_files(root: str | os.PathLike | None = None) -> BuiltinFiles:
     Generation writes into a temporary sibling folder that is renamed into place, so
     concurrent first uses (parallel tests, DDP workers) never see half-written files.
     """
-    folder = Path(root) if root is not None else cache_dir() / f"builtin-{BUILTIN_VERSION}"
+    folder = Path(root) if root is not None else cache_dir() / f"builtin-{generator_version()}"
     paths = BuiltinFiles.in_folder(folder)
     if paths.exist():
         return paths

@@ -92,6 +92,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("copyreg", "_reconstructor"): __import__("copyreg")._reconstructor,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
+    ("__builtin__", "set"): set,  # chumpy's pickled state holds sets of term names
+    ("builtins", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "frozenset"): frozenset,
 }
 for _core in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"):
     for _name in ("_reconstruct", "scalar", "_frombuffer"):
