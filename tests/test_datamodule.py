@@ -5,7 +5,6 @@ import json
 import warnings
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

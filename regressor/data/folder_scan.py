@@ -175,7 +175,9 @@ def scan_face_folder(
     log = SkipLog()
     for path in paths:
         try:
-            records.append(_vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log))
+            records.append(
+                _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log)
+            )
         except SampleSkipped as skip:
             if strict:
                 raise skip.error from None
@@ -220,7 +222,8 @@ def _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_miss
     if load_meshes:
         mesh_path = _find_sidecar(meshes_dir, path.stem, (".obj",))
         if mesh_path is None:
-            raise SampleSkipped("missing_mesh", FileNotFoundError(f"no mesh {meshes_dir / (path.stem + '.obj')} for {path}"))
+            missing = FileNotFoundError(f"no mesh {meshes_dir / (path.stem + '.obj')} for {path}")
+            raise SampleSkipped("missing_mesh", missing)
     if info.conversion is not None:
         log.converted[info.conversion] += 1
     return FaceRecord(path.stem, path, info.width, info.height, landmarks, mask_path, mesh_path)

@@ -132,7 +132,9 @@ def load_image_reduced(
     return _load(Path(path), max_pixels, background, min(float(scale), 1.0))
 
 
-def _load(path: Path, max_pixels: int, background: tuple[int, int, int], scale: float | None) -> tuple[np.ndarray, float]:
+def _load(
+    path: Path, max_pixels: int, background: tuple[int, int, int], scale: float | None
+) -> tuple[np.ndarray, float]:
     if not path.is_file():
         raise ImageReadError(path, "file not found" if not path.exists() else "not a regular file")
     try:

@@ -77,7 +77,8 @@ def _parse_npy(path: Path) -> np.ndarray:
 def _parse_txt(path: Path) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
-        rows = [line.replace(",", " ").split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        rows = [line.replace(",", " ").split() for line in lines]
         return np.asarray([[float(v) for v in row] for row in rows], dtype=np.float64) if rows else np.zeros((0, 2))
     except (UnicodeDecodeError, ValueError) as error:
         raise LandmarkFileError(path, f"is not a text file of numbers ({error})") from None
@@ -126,7 +127,9 @@ def load_landmarks(path: str | os.PathLike, num_points: int = NUM_POINTS) -> np.
     if bad.size:
         first = int(bad[0])
         raise LandmarkFileError(
-            path, f"has non-finite coordinates at {bad.size} point(s), first point {first}: ({points[first, 0]}, {points[first, 1]})"
+            path,
+            f"has non-finite coordinates at {bad.size} point(s), "
+            f"first point {first}: ({points[first, 0]}, {points[first, 1]})",
         )
     return points.astype(np.float32)
 

@@ -78,7 +78,9 @@ class MixedFaceDataset(Dataset):
         unknown = sorted(set(weights) - set(self.names))
         missing = sorted(set(self.names) - set(weights))
         if unknown or missing:
-            raise ValueError(f"mix weights must name exactly the sources {self.names}; unknown {unknown}, missing {missing}")
+            raise ValueError(
+                f"mix weights must name exactly the sources {self.names}; unknown {unknown}, missing {missing}"
+            )
         if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
             raise ValueError(f"mix weights must be >= 0 with a positive sum, got {weights}")
         per_sample = torch.empty(len(self), dtype=torch.double)
@@ -88,7 +90,11 @@ class MixedFaceDataset(Dataset):
         return per_sample
 
 
-def weighted_source_sampler(dataset: MixedFaceDataset, weights: dict[str, float], num_samples: int, seed: int) -> WeightedRandomSampler:
+def weighted_source_sampler(
+    dataset: MixedFaceDataset, weights: dict[str, float], num_samples: int, seed: int
+) -> WeightedRandomSampler:
     """Draws ``num_samples`` indices per epoch, with replacement, reproducibly from ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
-    return WeightedRandomSampler(dataset.sample_weights(weights), num_samples=num_samples, replacement=True, generator=generator)
+    return WeightedRandomSampler(
+        dataset.sample_weights(weights), num_samples=num_samples, replacement=True, generator=generator
+    )

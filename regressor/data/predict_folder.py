@@ -101,7 +101,8 @@ class PredictImageDataset(Dataset):
         landmark_file = find_landmark_file(path.stem, self.landmark_dirs)
         if landmark_file is not None:
             try:
-                return box_from_landmarks(load_landmarks(landmark_file), self.crop_scale, self.crop_shift_y), "landmarks"
+                landmarks = load_landmarks(landmark_file)
+                return box_from_landmarks(landmarks, self.crop_scale, self.crop_shift_y), "landmarks"
             except (LandmarkFileError, ValueError) as error:
                 warnings.warn(f"ignoring landmarks of {path.name}: {error}", stacklevel=3)
         box = self.boxes.get(path.stem, self.boxes.get(path.name))

@@ -105,7 +105,9 @@ class FaceAugmentation:
     ) -> Augmented:
         if seed is not None:
             self.compose.set_random_seed(int(seed))
-        valid = np.ones(len(landmarks), np.float32) if landmarks_valid is None else np.asarray(landmarks_valid, np.float32)
+        if landmarks_valid is None:
+            landmarks_valid = np.ones(len(landmarks), np.float32)
+        valid = np.asarray(landmarks_valid, np.float32)
         data: dict[str, Any] = {
             "image": image, "keypoints": np.asarray(landmarks, np.float32) - 0.5, "landmarks_valid": valid,
         }
