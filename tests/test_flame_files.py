@@ -14,6 +14,7 @@ import torch
 from regressor.face_model import FaceModel, FaceModelFileError, UnsafePickleError
 from regressor.face_model import files
 
+SHARED_CACHE = os.environ.get("FACE_PSL_CACHE")  # the built-in model's cache, shared across tests
 V = 6  # an octahedron: the smallest closed mesh that still has a "face" to embed landmarks on
 
 
@@ -134,8 +135,13 @@ def test_face_model_runs_on_a_flame_file_with_embeddings_found_next_to_it(tmp_pa
     assert model.albedo(torch.zeros(1, 3)).shape == (1, V, 3)
 
 
-def test_builtin_files_are_flame_format_and_read_back_equal(tmp_path):
+def test_builtin_files_are_flame_format_and_read_back_equal(tmp_path, monkeypatch):
     from regressor.face_model import builtin
+
+    if SHARED_CACHE:
+        monkeypatch.setenv("FACE_PSL_CACHE", SHARED_CACHE)
+    else:
+        monkeypatch.delenv("FACE_PSL_CACHE")
 
     generated = builtin.generate()
     paths = builtin.write(generated, tmp_path / "builtin")
