@@ -1,0 +1,130 @@
+"""Data for critic training: an in-memory pool of synthetic faces with ground-truth geometry.
+
+Why a pool: the critic's negatives are rendered on the fly (fresh types, severities and lights
+every step), so the expensive part to reuse is the synthetic *image* generation. The pool is
+generated once, in batches, with ``SyntheticFaceGenerator`` from the seeds
+``SPLIT_SEEDS["critic_train"] + seed_offset + i`` (validation: ``"critic_val"``), and each
+sample yields the standard sample dict (``image``, ``vertices``, ``params``, ``index``, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from regressor.data.splits import SPLIT_SEEDS
+
+
+class SyntheticPool(Dataset):
+    """``num_samples`` synthetic faces of one split, generated once and kept in memory.
+
+    Args:
+        face_model: the FaceModel the generator uses.
+        num_samples, image_size, split, seed_offset: which seeds (see module docstring).
+        synthetic: ``SyntheticConfig`` keyword overrides (None = its defaults).
+        chunk: how many faces ``generate`` renders per call.
+        cache_dir: if given, the pool is saved there (keyed by seeds, size and config) and
+            reloaded by later runs instead of being generated again.
+    """
+
+    def __init__(self, face_model, num_samples: int, image_size: int = 64, split: str = "critic_train",
+                 seed_offset: int = 0, synthetic: dict[str, Any] | None = None, chunk: int = 32,
+                 cache_dir: str | None = None) -> None:
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLIT_SEEDS)}")
+        self.seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_samples)]
+        key = json.dumps([split, seed_offset, num_samples, image_size, synthetic or {}, face_model.num_vertices],
+                         sort_keys=True)
+        path = Path(cache_dir) / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt" if cache_dir else None
+        if path is not None and path.is_file():
+            stored = torch.load(path, weights_only=True)
+            self.images, self.vertices, self.params = stored["images"], stored["vertices"], stored["params"]
+            self.generation_seconds = 0.0
+            return
+        self._generate(face_model, image_size, synthetic, chunk)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"images": self.images, "vertices": self.vertices, "params": self.params, "key": key}, tmp)
+            os.replace(tmp, path)
+
+    def _generate(self, face_model, image_size: int, synthetic: dict[str, Any] | None, chunk: int) -> None:
+        from regressor.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+
+        num_samples = len(self.seeds)
+        generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig(**(synthetic or {})))
+        images, vertices, params = [], [], []
+        start = time.time()
+        with torch.no_grad():
+            for i in range(0, num_samples, chunk):
+                batch = generator.generate(self.seeds[i:i + chunk])
+                images.append(batch.image.float().cpu())
+                vertices.append(batch.vertices.float().cpu())
+                params.append(batch.params.detach().to("cpu"))
+        self.generation_seconds = time.time() - start
+        self.images = torch.cat(images)
+        self.vertices = torch.cat(vertices)
+        p0 = params[0]
+        self.params = {f.name: torch.cat([getattr(p, f.name) for p in params]) for f in fields(p0)}
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {
+            "image": self.images[index],
+            "vertices": self.vertices[index],
+            "params": {k: v[index] for k, v in self.params.items()},
+            "index": torch.tensor(self.seeds[index]),
+        }
+
+
+class CriticDataModule(pl.LightningDataModule):
+    """Train/val pools of synthetic faces for ``CriticModule``.
+
+    Args:
+        train_samples / val_samples: pool sizes (seeds from ``critic_train`` / ``critic_val``).
+        image_size: synthetic image size (px); the critic resizes to its own size.
+        batch_size: faces per step (each brings 1 + num_negatives candidates).
+        synthetic: ``SyntheticConfig`` overrides, e.g. ``{extra_geometry: true}``.
+        face_model_path: FLAME-layout model file; None = the built-in stand-in.
+        cache_dir: where generated pools are kept between runs (None = regenerate every run).
+    """
+
+    def __init__(self, train_samples: int = 2048, val_samples: int = 128, image_size: int = 64,
+                 batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | None = None,
+                 face_model_path: str | None = None, num_workers: int = 0,
+                 cache_dir: str | None = "outputs/critic_pool_cache") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_pool: SyntheticPool | None = None
+        self.val_pool: SyntheticPool | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from regressor.face_model import FaceModel
+
+        hp = self.hparams
+        if self.train_pool is not None:
+            return
+        face_model = FaceModel(hp.face_model_path)
+        common = dict(image_size=hp.image_size, seed_offset=hp.seed_offset, synthetic=hp.synthetic,
+                      cache_dir=hp.cache_dir)
+        if stage in (None, "fit"):
+            self.train_pool = SyntheticPool(face_model, hp.train_samples, split="critic_train", **common)
+        self.val_pool = SyntheticPool(face_model, hp.val_samples, split="critic_val", **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_pool, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_pool, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers)

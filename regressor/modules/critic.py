@@ -1,0 +1,217 @@
+"""CriticModule: Lightning glue that trains a ShapeCritic on graded negatives.
+
+Each step: the batch's true geometries -> ``NegativeGenerator`` candidates (positive + K graded
+negatives) -> grey renders with a random light and background -> critic scores -> the ranking
+objective of ``regressor.models.critic_objective``. Validation uses fixed candidates (seeded by
+batch index) and logs the AUC against negatives >= 2 mm, per-type AUCs and the per-face Spearman
+correlation between score and error. Everything substantive lives in plain modules.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from regressor.data.critic_pairs import (
+    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, RenderCache, RenderedCandidates,
+    candidate_meshes, random_light_directions,
+)
+from regressor.models.critic import ShapeCritic
+from regressor.models.critic_objective import CriticObjective, auc, spearman
+from regressor.types import FaceParams
+
+AUC_ERROR_THRESHOLD_MM = 2.0
+
+
+class CriticModule(pl.LightningModule):
+    """Trains ``ShapeCritic(backbone, image_size, backbone_kwargs)``.
+
+    Args:
+        num_negatives: negatives per face and step (validation uses 2 per type).
+        perturbation / objective: ``PerturbationConfig`` / ``CriticObjective`` keyword overrides.
+        light_spread: how far the training light wanders from the loss-time default.
+        background_mix: probabilities of [default 0, random constant, noise] render backgrounds.
+        face_model_path: FLAME-layout model; None = the built-in stand-in (must match the data).
+        refresh_probability: chance that a face's cached candidates are re-drawn and re-rendered
+            when it comes round again (1.0 = always fresh; see ``RenderCache``).
+        log_images_every_n_steps: TensorBoard grid of (image, candidates) rows.
+    """
+
+    def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
+                 backbone_kwargs: dict[str, Any] | None = None, num_negatives: int = 5,
+                 perturbation: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
+                 learning_rate: float = 2e-3, weight_decay: float = 1e-4, light_spread: float = 0.6,
+                 background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
+                 render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
+                 log_images_every_n_steps: int = 250) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.critic = ShapeCritic(backbone, image_size, backbone_kwargs)
+        self.hparams["critic_config"] = self.critic.config
+        self.objective = CriticObjective(**(objective or {}))
+        self.perturbation = PerturbationConfig(**(perturbation or {}))
+        self._tools: tuple | None = None  # (face_model, renderer, negatives): not weights, not in state_dict
+        self._val_outputs: list[dict[str, Tensor]] = []
+        self._train_cache = RenderCache(refresh_probability)
+        self._val_cache = RenderCache(0.0)
+
+    # ------------------------------------------------------------------ plumbing
+    def tools(self):
+        from regressor.face_model import FaceModel
+        from regressor.render import Renderer
+
+        if self._tools is None:
+            face_model = FaceModel(self.hparams.face_model_path)
+            renderer = Renderer(image_size=self.hparams.render_size)
+            self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
+        face_model = self._tools[0]
+        if face_model.v_template.device != self.device:
+            face_model.to(self.device)
+        return self._tools
+
+    def render_candidates(self, candidates: CandidateSet, light: Tensor) -> RenderedCandidates:
+        """Candidates (B, C) + light directions (B, 3) -> grey renders (B, C, 1, H, W) and masks."""
+        face_model, renderer, _ = self.tools()
+        b, c = candidates.error_mm.shape
+        renders = renderer(candidate_meshes(candidates, face_model.faces), candidates.camera.reshape(b * c, 3),
+                           light_direction=light.to(self.device).repeat_interleave(c, dim=0))
+        unflat = lambda x: x.reshape(b, c, *x.shape[1:])  # noqa: E731
+        return RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), candidates.error_mm,
+                                  candidates.type_index)
+
+    def score(self, image: Tensor, shaded: Tensor) -> Tensor:
+        """image (B,3,H,W), shaded (B,C,1,H,W) -> scores (B,C)."""
+        b, c = shaded.shape[:2]
+        return self.critic(image.repeat_interleave(c, dim=0), shaded.flatten(0, 1)).reshape(b, c)
+
+    def _randomise_background(self, rendered: RenderedCandidates, generator: torch.Generator) -> Tensor:
+        """Shaded (B, C, 1, H, W) with the background replaced by 0, a constant or noise (same per face)."""
+        shaded, mask = rendered.shaded.float(), rendered.mask.float()
+        b, c = shaded.shape[:2]
+        mix = torch.tensor(self.hparams.background_mix, dtype=torch.float)
+        choice = torch.multinomial(mix, b, True, generator=generator)[:, None, None, None, None]
+        constant = (torch.rand(b, generator=generator) * 0.6)[:, None, None, None, None]
+        noise = torch.rand(b, 1, 1, *shaded.shape[-2:], generator=generator)
+        background = torch.where(choice == 2, noise, torch.where(choice == 1, constant, torch.zeros_like(noise)))
+        return shaded * mask + background.to(shaded) * (1 - mask)
+
+    def cached_render(self, batch: dict[str, Any], cache: RenderCache, generator: torch.Generator,
+                      make_candidates, light: Tensor) -> RenderedCandidates:
+        """Rendered candidates for the batch: from ``cache``, (re-)rendering the stale faces."""
+        keys = [int(k) for k in batch["index"]]
+        stale = cache.stale(keys, generator)
+        if stale:
+            rows = torch.tensor(stale)
+            params = FaceParams.from_dict(batch["params"])[rows.to(self.device)]
+            candidates = make_candidates(params, batch["vertices"][rows.to(self.device)])
+            cache.put([keys[i] for i in stale], self.render_candidates(candidates, light[rows]))
+        return cache.get(keys, self.device)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        generator = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        image = batch["image"]
+        negatives = self.tools()[2]
+        light = random_light_directions(image.shape[0], generator, spread=self.hparams.light_spread)
+        rendered = self.cached_render(
+            batch, self._train_cache, generator, light=light,
+            make_candidates=lambda p, v: negatives.sample(p, v, self.hparams.num_negatives, generator))
+        shaded = self._randomise_background(rendered, generator)
+        image, shaded = augment_pairs(image, shaded, generator)
+        scores = self.score(image, shaded)
+        losses = self.objective(scores, rendered.error_mm)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=image.shape[0])
+        self.log("train/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
+        every = self.hparams.log_images_every_n_steps
+        if every and self.global_step % every == 0:
+            self._log_grid("train/pairs", image, shaded, scores, rendered.error_mm)
+        return losses["total"]
+
+    def validation_candidates(self, params: FaceParams, vertices: Tensor, seed: int) -> CandidateSet:
+        """Fixed per seed: 2 negatives of every type, severities spread over (0, 1]."""
+        generator = torch.Generator().manual_seed(seed)
+        b, types = params.batch_size, self.perturbation.types
+        type_index = torch.tensor([NEGATIVE_TYPES.index(t) for t in types]).repeat(2)[None].repeat(b, 1)
+        severity = torch.rand(type_index.shape, generator=generator).clamp(min=0.05)
+        return self.tools()[2].build(params, vertices, type_index, severity, generator)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        image = batch["image"]
+        default_light = torch.tensor([[0.0, 0.4, 1.0]]).expand(image.shape[0], 3)
+        rendered = self.cached_render(
+            batch, self._val_cache, torch.Generator().manual_seed(0), light=default_light,
+            make_candidates=lambda p, v: self.validation_candidates(p, v, seed=10_000 + batch_idx))
+        shaded = rendered.shaded.float()
+        scores = self.score(image, shaded)
+        losses = self.objective(scores, rendered.error_mm)
+        self.log("val/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
+        self._val_outputs.append({"scores": scores.cpu(), "error": rendered.error_mm.cpu(),
+                                  "type": rendered.type_index.cpu()})
+        if batch_idx == 0:
+            self._log_grid("val/pairs", image, shaded, scores, rendered.error_mm)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        metrics = ranking_metrics(*(torch.cat([o[k] for o in self._val_outputs]) for k in ("scores", "error", "type")))
+        self._val_outputs.clear()
+        auc_2mm = metrics.pop("auc_2mm")
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        self.log("val/auc_2mm", auc_2mm, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.learning_rate,
+                                      weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.learning_rate, total_steps=total,
+                                                        pct_start=0.05, anneal_strategy="cos")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _log_grid(self, tag: str, image: Tensor, shaded: Tensor, scores: Tensor, error: Tensor, rows: int = 4) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image"):
+            return
+        from torchvision.utils import make_grid
+
+        rows = min(rows, image.shape[0])
+        order = error[:rows].argsort(dim=1)  # columns: candidates by increasing error
+        shaded = torch.stack([shaded[i, order[i]] for i in range(rows)])
+        tiles = torch.cat([image[:rows, None], shaded[:rows].expand(-1, -1, 3, -1, -1)], dim=1)
+        experiment.add_image(tag, make_grid(tiles.flatten(0, 1).detach().float().cpu(), nrow=tiles.shape[1]),
+                             self.global_step)
+        text = "\n".join(" ".join(f"{e:.1f}mm:{s:+.2f}" for e, s in zip(error[i, order[i]].tolist(),
+                                                                      scores[i, order[i]].tolist())) for i in range(rows))
+        experiment.add_text(tag + "_scores", text, self.global_step)
+
+
+def ranking_metrics(scores: Tensor, error: Tensor, type_index: Tensor) -> dict[str, float]:
+    """scores, error (mm), type_index (N, C) with column 0 the positive -> AUCs and mean Spearman."""
+    positives = scores[:, 0]
+    negatives = type_index >= 0
+    hard = negatives & (error >= AUC_ERROR_THRESHOLD_MM)
+    metrics = {"auc_2mm": auc(positives, scores[hard]), "auc_all": auc(positives, scores[negatives])}
+    for i, name in enumerate(NEGATIVE_TYPES):
+        selected = type_index == i
+        if selected.any():
+            metrics[f"auc_{name}"] = auc(positives, scores[selected])
+    per_face = [spearman(scores[i], error[i]) for i in range(scores.shape[0])]
+    metrics["spearman"] = float(torch.tensor(per_face).nanmean())
+    metrics["pos_neg_gap"] = float(positives.mean() - scores[hard].mean()) if hard.any() else float("nan")
+    return metrics
+
+
+def augment_pairs(image: Tensor, shaded: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Geometry-consistent augmentation: mirror image and renders together; jitter the image's colour.
+
+    image (B,3,H,W), shaded (B,C,1,H,W). Mirroring both keeps every pair's geometry error unchanged.
+    """
+    b = image.shape[0]
+    flip = (torch.rand(b, generator=generator) < 0.5).to(image.device)
+    image = torch.where(flip[:, None, None, None], image.flip(-1), image)
+    shaded = torch.where(flip[:, None, None, None, None], shaded.flip(-1), shaded)
+    gain = (0.8 + 0.4 * torch.rand(b, 3, 1, 1, generator=generator)).to(image)
+    offset = (0.1 * torch.rand(b, 1, 1, 1, generator=generator) - 0.05).to(image)
+    return (image * gain + offset).clamp(0, 1), shaded
+
