@@ -178,3 +178,28 @@ def test_training_run_over_a_folder_with_ten_percent_bad_files_completes_and_log
     assert data.skip_counts() == {"train": {"unreadable_image": 1, "missing_landmarks": 1}}
     logged = (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "data/skipped/train/total" in logged and "data/skipped/train/missing_landmarks" in logged
+
+
+def test_raw_photos_without_landmark_files_are_detected_cached_and_faceless_ones_counted(tmp_path):
+    pytest.importorskip("dlib", reason="the [detect] extra (dlib-bin) is not installed")
+    skimage_data = pytest.importorskip("skimage.data")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.jpg", quality=92)  # public domain
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(photos / "wall.png")  # no face
+    cache = tmp_path / "detected"
+    module = small_module(train_source="folder", train_dir=str(photos), val_source="none", batch_size=2,
+                          detect_landmarks=True, landmark_cache_dir=str(cache), predict_dir=str(photos))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module.setup("fit")
+        batch = next(iter(module.train_dataloader()))
+    assert batch["name"] == ["astronaut", "astronaut"]  # the face-less photo was replaced
+    assert module.skip_counts() == {"train": {"no_face_detected": 1}}
+    assert (cache / "astronaut.pts").is_file()  # detected once, reused afterwards
+    landmarks = batch["landmarks"][0]
+    assert landmarks.min() > 0 and landmarks.max() < 32  # the crop frames the detected face
+    module.setup("predict")
+    predicted = next(iter(module.predict_dataloader()))
+    x0, y0, x1, y1 = predicted["box"][0].tolist()
+    assert x1 - x0 < 400  # cropped around the detected face, not the whole 512 px photo
