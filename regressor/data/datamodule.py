@@ -113,6 +113,13 @@ class FaceDataModule(pl.LightningDataModule):
             if needed and not h[key]:
                 source = key.split("_")[0]
                 raise ValueError(f"FaceDataModule: {source}_source needs {key} (a face folder), got none")
+        for stage in ("val", "test"):
+            folder = h[f"{stage}_dir"]
+            if h[f"{stage}_source"] == "folder" and h.train_source in ("folder", "mixed") and folder and h.train_dir \
+                    and Path(folder).resolve() == Path(h.train_dir).resolve() \
+                    and not (Path(folder) / "splits" / f"{stage}.txt").is_file():
+                rank_zero_warn(f"FaceDataModule: {stage}_dir is the training folder and it has no splits/{stage}.txt, "
+                               f"so {stage} metrics are measured on training images")
         if h.train_source == "mixed" and h.mix_weights is not None:
             if set(h.mix_weights) != {"synthetic", "folder"}:
                 raise ValueError(f"mix_weights must have keys 'synthetic' and 'folder', got {sorted(h.mix_weights)}")
