@@ -148,8 +148,8 @@ def rasterize_torch(
         verts_screen: (B, V, 3) screen-space ``(x px, y px, depth)``; validated by the caller.
         faces: (F, 3) long vertex indices.
         image_size: (H, W).
-        cull_backfaces: drop faces whose screen winding is clockwise-from-the-viewer's
-            side, i.e. faces pointing away from the camera (model-space CCW convention).
+        cull_backfaces: drop faces pointing away from the camera, i.e. faces (CCW from
+            outside in model space) that appear clockwise in the image.
     Returns:
         Fragments with (B, H, W, 1) ``pix_to_face`` (packed ``b * F + f``, -1 background),
         (B, H, W, 1, 3) ``bary_coords`` and (B, H, W, 1) ``zbuf`` -- the latter two
