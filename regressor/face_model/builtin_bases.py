@@ -17,53 +17,65 @@ from regressor.face_model.builtin_mesh import (
 )
 
 N_IDENTITY, N_EXPRESSION = 300, 100
-IDENTITY_KNOBS = ["head_width", "head_length", "face_length", "jaw_width", "head_height", "nose_size",
-                  "cheek", "nose_length", "brow", "chin", "nose_width", "eye_spacing", "lip", "mouth_width", "ear"]
+# Identity knobs in decreasing order of effect, with their std (relative to 1.0 = the mean head).
+IDENTITY_KNOBS = {
+    "head_width": 0.05, "head_length": 0.045, "head_height": 0.045, "face_length": 0.05, "jaw_width": 0.08,
+    "cheek": 0.5, "nose_size": 0.18, "chin": 0.5, "brow": 0.5, "nose_length": 0.12, "nose_width": 0.15,
+    "ear": 0.35, "lip": 0.3, "eye_spacing": 0.04,
+}
+EXPRESSION_STD = 0.4  # a named action's full displacement field is 2.5 sigma
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 
 
-def _random_fields(rng: np.random.Generator, points: np.ndarray, n: int, scale: float, weight: np.ndarray) -> list:
-    """``n`` smooth vector fields (V,3): sums of random Gaussian blobs, half mirror-symmetric."""
-    fields = []
+def _random_fields(rng: np.random.Generator, points: np.ndarray, amplitudes: np.ndarray, scale: float,
+                   weight: np.ndarray) -> list:
+    """Smooth displacement fields (V,3) with max |displacement| ``amplitudes[i]`` (metres).
+
+    Each is a sum of random Gaussian blobs, mostly along the surface normal (approximated by
+    the radial direction) with some tangential slide; every other field is mirror-symmetric.
+    """
+    radial = points / np.linalg.norm(points, axis=1, keepdims=True)
     span = points.max(0) - points.min(0)
-    for i in range(n):
+    fields = []
+    for i, amplitude in enumerate(amplitudes):
         width = scale * (1.0 + 1.5 * rng.random())
         centres = points.min(0) + rng.random((6, 3)) * span
-        amps = rng.normal(size=(6, 3))
+        normal_amps, slide_amps = rng.normal(size=6), 0.3 * rng.normal(size=(6, 3))
         field = np.zeros_like(points)
-        for c, a in zip(centres, amps):
-            field += np.exp(-0.5 * ((points - c) ** 2).sum(-1) / width**2)[:, None] * a
-            if i % 2 == 0:  # symmetric partner: mirror the blob across x = 0
-                cm, am = c * [-1, 1, 1], a * [-1, 1, 1]
-                field += np.exp(-0.5 * ((points - cm) ** 2).sum(-1) / width**2)[:, None] * am
-        fields.append(field * weight[:, None])
+        mirrors = (1, -1) if i % 2 == 0 else (1,)
+        for c, a, t in zip(centres, normal_amps, slide_amps):
+            for m in mirrors:  # symmetric partner: the blob mirrored across x = 0
+                blob = np.exp(-0.5 * ((points - c * [m, 1, 1]) ** 2).sum(-1) / width**2)[:, None]
+                field += blob * (a * radial + t * [m, 1, 1])
+        field *= weight[:, None]
+        fields.append(field * amplitude / max(np.linalg.norm(field, axis=1).max(), 1e-12))
     return fields
 
 
-def _orthonormal_scaled(fields: list[np.ndarray], rms: np.ndarray) -> np.ndarray:
-    """Gram-Schmidt (QR) in the given order, then scale column k to per-vertex RMS ``rms[k]``.
+def _orthogonalised(fields: list[np.ndarray]) -> np.ndarray:
+    """Gram-Schmidt in the given order, keeping each residual's own magnitude as its std.
 
-    Returns (V, 3, K).
+    Column k is the part of ``fields[k]`` orthogonal to the earlier ones (w.r.t. the flattened
+    (V*3,) vector); columns are then sorted by that std (the basis is ordered by variance; the
+    semantic components are the larger ones, so they come first). Returns (V, 3, K).
     """
     matrix = np.stack([f.reshape(-1) for f in fields], 1)
-    q = matrix
+    q, scale = matrix, np.ones(matrix.shape[1])
     for _ in range(2):  # CholeskyQR2: Gram-Schmidt order, positive diagonal (keeps semantic signs)
         upper = np.linalg.cholesky(q.T @ q).T
         q = scipy.linalg.solve_triangular(upper, q.T, trans="T").T
-    n_vertices = matrix.shape[0] // 3
-    basis = q * (rms * np.sqrt(n_vertices))[None, :]
-    return basis.reshape(n_vertices, 3, -1)
+        scale = scale * np.diag(upper)
+    order = np.argsort(-scale, kind="stable")
+    return (q * scale[None, :])[:, order].reshape(matrix.shape[0] // 3, 3, -1)
 
 
 def identity_basis(grid: HeadGrid, rng: np.random.Generator, n: int = N_IDENTITY) -> np.ndarray:
-    """(V, 3, n) identity basis; component 0 (head width) is the largest."""
+    """(V, 3, n) identity basis: one sigma of each sculpting knob, then smooth random fields."""
     neutral = sculpt(grid).vertices
-    eps = 0.05
-    fields = [(sculpt(grid, {k: DEFAULT_KNOBS[k] + eps}).vertices - neutral) / eps for k in IDENTITY_KNOBS]
-    head = np.ones(len(neutral))
-    fields += _random_fields(rng, neutral, n - len(fields), scale=0.025, weight=head)
-    rms = 0.004 / (1.0 + np.arange(n) / 2.5) ** 0.9
-    return _orthonormal_scaled(fields, rms)
+    fields = [sculpt(grid, {k: DEFAULT_KNOBS[k] + std}).vertices - neutral for k, std in IDENTITY_KNOBS.items()]
+    amplitudes = 0.003 / (1.0 + np.arange(n - len(fields)) / 8.0)
+    fields += _random_fields(rng, neutral, amplitudes, scale=0.025, weight=np.ones(len(neutral)))
+    return _orthogonalised(fields)
 
 
 def _front(v: np.ndarray) -> np.ndarray:
@@ -110,13 +122,13 @@ def expression_fields(v: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def expression_basis(grid: HeadGrid, rng: np.random.Generator, n: int = N_EXPRESSION) -> np.ndarray:
-    """(V, 3, n) expression basis: named actions first, then localised random fields."""
+    """(V, 3, n) expression basis: named actions first, then small localised random fields."""
     v = sculpt(grid).vertices
-    fields = list(expression_fields(v).values())
+    fields = [EXPRESSION_STD * f for f in expression_fields(v).values()]
     face = _front(v) * smoothstep(0.06, 0.045, v[:, 1]) * smoothstep(-0.12, -0.1, v[:, 1])
-    fields += _random_fields(rng, v, n - len(fields), scale=0.012, weight=face)
-    rms = 0.0012 / (1.0 + np.arange(n) / 4.0) ** 0.8
-    return _orthonormal_scaled(fields, rms)
+    amplitudes = 0.0012 / (1.0 + np.arange(n - len(fields)) / 8.0)
+    fields += _random_fields(rng, v, amplitudes, scale=0.012, weight=face)
+    return _orthogonalised(fields)
 
 
 def skinning_weights(grid: HeadGrid, s: Sculpt) -> np.ndarray:
