@@ -1,0 +1,207 @@
+"""Measure a shape critic: ranking AUC, Spearman vs error, topology independence, gradient usefulness.
+
+``python -m benchmarks.critic --checkpoint checkpoints/critic.pt --json PATH``
+
+All figures are measured on held-out synthetic faces, seeds ``SPLIT_SEEDS["test"] + i`` (never
+used by critic training, which uses ``critic_train``/``critic_val``), rendered with the loss-time
+``Renderer`` defaults (64 px, light direction (0, 0.4, 1), black background):
+
+1. ``auc_2mm``: positives against graded negatives (every type at 5 severities) whose mean vertex
+   error is >= 2 mm. Goal >= 0.95.
+2. ``spearman``: Spearman(score, error) over the positive and the 45 graded negatives of one face,
+   averaged over faces. Goal <= -0.7.
+3. ``topology_ratio``: mean |score(mesh) - score(subdivided mesh)| (pytorch3d ``SubdivideMeshes``:
+   same surface, 4x the triangles, different vertex normals) over the positives and one negative
+   per type, divided by the positive/negative gap. Goal < 0.1.
+4. ``gradient_fraction``: from the true pose/camera with identity + expression perturbed, Adam on
+   shape and expression that maximises the critic score alone; fraction of faces whose mean vertex
+   error (against the truth) went down. Goal: most (> 0.5).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from regressor.data.critic_pairs import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mean_vertex_error_mm
+from regressor.data.splits import SPLIT_SEEDS
+from regressor.models.critic import ShapeCritic
+from regressor.models.critic_objective import auc, spearman
+from regressor.types import FaceMesh, replace
+
+SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)
+GOALS = {"auc_2mm": ">= 0.95", "spearman": "<= -0.7", "topology_ratio": "< 0.1", "gradient_fraction": "> 0.5"}
+
+
+def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int):
+    from regressor.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+
+    seeds = [SPLIT_SEEDS["test"] + seed_offset + i for i in range(num_faces)]
+    generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig())
+    with torch.no_grad():
+        return generator.generate(seeds), seeds
+
+
+@torch.no_grad()
+def score_candidates(critic, renderer, faces, image, candidates, chunk: int = 256):
+    """image (B,3,H,W), CandidateSet (B,C) -> scores (B,C) with the renderer's default light."""
+    b, c = candidates.error_mm.shape
+    mesh = candidate_meshes(candidates, faces)
+    camera = candidates.camera.reshape(b * c, 3)
+    images = image.repeat_interleave(c, dim=0)
+    scores = []
+    for i in range(0, b * c, chunk):
+        part = replace(mesh, vertices=mesh.vertices[i:i + chunk], landmarks3d=mesh.landmarks3d[i:i + chunk],
+                       now_landmarks3d=mesh.now_landmarks3d[i:i + chunk])
+        scores.append(critic(images[i:i + chunk], renderer(part, camera[i:i + chunk]).shaded))
+    return torch.cat(scores).reshape(b, c)
+
+
+def graded_candidates(negatives: NegativeGenerator, batch, seed: int):
+    types = torch.tensor([NEGATIVE_TYPES.index(t) for t in NEGATIVE_TYPES]).repeat_interleave(len(SEVERITIES))
+    severity = torch.tensor(SEVERITIES).repeat(len(NEGATIVE_TYPES))
+    b = batch.params.batch_size
+    generator = torch.Generator().manual_seed(seed)
+    return negatives.build(batch.params, batch.vertices, types[None].repeat(b, 1), severity[None].repeat(b, 1), generator)
+
+
+def ranking_figures(scores, candidates) -> dict:
+    error, types = candidates.error_mm, candidates.type_index
+    positives = scores[:, 0]
+    hard = (types >= 0) & (error >= 2.0)
+    out = {"auc_2mm": auc(positives, scores[hard]), "num_negatives_2mm": int(hard.sum()),
+           "spearman": float(torch.tensor([spearman(scores[i], error[i]) for i in range(len(scores))]).nanmean()),
+           "pos_neg_gap": float(positives.mean() - scores[hard].mean()), "per_type": {}}
+    for i, name in enumerate(NEGATIVE_TYPES):
+        sel = types == i
+        per_face = [spearman(torch.cat([scores[f, :1], scores[f][sel[f]]]), torch.cat([error[f, :1], error[f][sel[f]]]))
+                    for f in range(len(scores))]
+        out["per_type"][name] = {
+            "auc": auc(positives, scores[sel & hard]) if (sel & hard).any() else None,
+            "spearman": float(torch.tensor(per_face).nanmean()),
+            "mean_error_mm_by_severity": [round(float(error[:, sel[0]][:, j].mean()), 3) for j in range(len(SEVERITIES))],
+        }
+    return out
+
+
+@torch.no_grad()
+def topology_figures(critic, renderer, faces, image, candidates, gap: float) -> dict:
+    from pytorch3d.ops import SubdivideMeshes
+    from pytorch3d.structures import Meshes
+
+    first_of_type = [0] + [1 + i * len(SEVERITIES) + 2 for i in range(len(NEGATIVE_TYPES))]
+    b = image.shape[0]
+    verts = candidates.vertices[:, first_of_type].flatten(0, 1)
+    cams = candidates.camera[:, first_of_type].flatten(0, 1)
+    images = image.repeat_interleave(len(first_of_type), dim=0)
+    zeros = verts.new_zeros
+    original = critic(images, renderer(FaceMesh(verts, faces, zeros(len(verts), 68, 3), zeros(len(verts), 7, 3)), cams).shaded)
+    subdivided = SubdivideMeshes()(Meshes(verts=list(verts), faces=[faces] * len(verts)))
+    sub_verts = subdivided.verts_padded()
+    sub_faces = subdivided.faces_list()[0]
+    sub_mesh = FaceMesh(sub_verts, sub_faces, zeros(len(verts), 68, 3), zeros(len(verts), 7, 3))
+    resubdivided = critic(images, renderer(sub_mesh, cams).shaded)
+    delta = (original - resubdivided).abs()
+    # Against |gap|: with a gap <= 0 the critic has failed anyway and the ratio is only informative.
+    return {"topology_mean_abs_delta": float(delta.mean()), "topology_ratio": float(delta.mean() / max(abs(gap), 1e-9)),
+            "subdivided_faces": int(sub_faces.shape[0]), "original_faces": int(faces.shape[0]), "num_meshes": int(len(verts)),
+            "num_faces_images": b}
+
+
+def gradient_figures(critic, renderer, face_model, batch, steps: int, lr: float, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    truth = batch.vertices
+    params = batch.params.clone()
+    params.shape = params.shape + 0.8 * torch.randn(params.shape.shape, generator=generator)
+    params.expression = params.expression + 0.8 * torch.randn(params.expression.shape, generator=generator)
+    shape = params.shape.clone().requires_grad_(True)
+    expression = params.expression.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([shape, expression], lr=lr)
+    critic.requires_grad_(False)
+
+    def current_error():
+        with torch.no_grad():
+            return mean_vertex_error_mm(face_model(replace(params, shape=shape, expression=expression)).vertices, truth)
+
+    start = current_error()
+    score_start = None
+    for _ in range(steps):
+        mesh = face_model(replace(params, shape=shape, expression=expression))
+        score = critic(batch.image, renderer(mesh, params.camera).shaded)
+        score_start = score.detach() if score_start is None else score_start
+        optimizer.zero_grad()
+        (-score.sum()).backward()
+        optimizer.step()
+    end = current_error()
+    with torch.no_grad():
+        score_end = critic(batch.image, renderer(face_model(replace(params, shape=shape, expression=expression)),
+                                                  params.camera).shaded)
+    return {"gradient_fraction": float((end < start).float().mean()),
+            "gradient_error_start_mm": float(start.mean()), "gradient_error_end_mm": float(end.mean()),
+            "gradient_relative_change": float(((end - start) / start).mean()),
+            "gradient_score_start": float(score_start.mean()), "gradient_score_end": float(score_end.mean()),
+            "gradient_steps": steps, "gradient_lr": lr, "gradient_num_faces": int(len(start))}
+
+
+def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient_steps: int = 30,
+        gradient_lr: float = 0.05, image_size: int = 64, seed_offset: int = 0) -> dict:
+    from regressor.face_model import FaceModel
+    from regressor.render import Renderer
+
+    torch.manual_seed(0)
+    start = time.time()
+    critic = ShapeCritic.from_checkpoint(checkpoint)
+    face_model = FaceModel.builtin()
+    renderer = Renderer(image_size=image_size)
+    faces = face_model.faces
+    batch, seeds = load_faces(face_model, num_faces, image_size, seed_offset)
+    negatives = NegativeGenerator(face_model)
+    candidates = graded_candidates(negatives, batch, seed=1)
+    scores = score_candidates(critic, renderer, faces, batch.image, candidates)
+    figures = ranking_figures(scores, candidates)
+    figures.update(topology_figures(critic, renderer, faces, batch.image[:16], _first(candidates, 16), figures["pos_neg_gap"]))
+    g = min(gradient_faces, num_faces)
+    sub = _batch_first(batch, g)
+    figures.update(gradient_figures(critic, renderer, face_model, sub, gradient_steps, gradient_lr, seed=2))
+    figures.update({"checkpoint": str(checkpoint), "seeds": f"SPLIT_SEEDS['test'] + {seed_offset} + [0, {num_faces})",
+                    "num_faces": num_faces, "severities": list(SEVERITIES), "image_size": image_size,
+                    "goals": GOALS, "seconds": round(time.time() - start, 1)})
+    return figures
+
+
+def _first(candidates, n: int):
+    return type(candidates)(**{k: v[:n] for k, v in vars(candidates).items()})
+
+
+def _batch_first(batch, n: int):
+    return replace(batch, image=batch.image[:n], vertices=batch.vertices[:n], params=batch.params[:n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="checkpoints/critic.pt")
+    parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument("--num-faces", type=int, default=48)
+    parser.add_argument("--gradient-faces", type=int, default=24)
+    parser.add_argument("--gradient-steps", type=int, default=30)
+    parser.add_argument("--gradient-lr", type=float, default=0.05)
+    args = parser.parse_args(argv)
+    figures = run(args.checkpoint, args.num_faces, args.gradient_faces, args.gradient_steps, args.gradient_lr)
+    for key in ("auc_2mm", "spearman", "topology_ratio", "gradient_fraction"):
+        print(f"{key:>20}: {figures[key]:.3f}   (goal {GOALS[key]})")
+    print(f"{'gradient error':>20}: {figures['gradient_error_start_mm']:.2f} -> {figures['gradient_error_end_mm']:.2f} mm")
+    for name, t in figures["per_type"].items():
+        auc_text = "  n/a" if t["auc"] is None else f"{t['auc']:.3f}"
+        print(f"{name:>20}: auc {auc_text}  spearman {t['spearman']:+.3f}  error(mm) {t['mean_error_mm_by_severity']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
