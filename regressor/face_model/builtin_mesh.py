@@ -119,13 +119,27 @@ def gauss(x: np.ndarray, y: np.ndarray, cx: float, cy: float, sx: float, sy: flo
 
 
 def _ray_ellipsoid(d: np.ndarray, centre, axes) -> np.ndarray:
-    """Distance along unit rays ``d`` (N,3) from the origin (inside) to an ellipsoid's surface."""
+    """Distance along unit rays ``d`` (N,3) from the origin to the far side of an ellipsoid (0 if missed)."""
     c = np.asarray(centre) / np.asarray(axes)
     u = d / np.asarray(axes)
     a = (u * u).sum(-1)
     b = -2 * (u * c).sum(-1)
     cc = (c * c).sum() - 1.0
-    return (-b + np.sqrt(b * b - 4 * a * cc)) / (2 * a)
+    disc = b * b - 4 * a * cc
+    # Rays that miss (only for parts not containing the origin) contribute radius 0 to the union.
+    return np.where(disc > 0, (-b + np.sqrt(np.maximum(disc, 0))) / (2 * a), 0.0)
+
+
+def _ray_neck(d: np.ndarray, centre_z: float, axes, top: float, bottom: float) -> np.ndarray:
+    """Distance along rays ``d`` to a vertical elliptic cylinder with flat caps (origin inside)."""
+    ax, az = axes
+    a = (d[:, 0] / ax) ** 2 + (d[:, 2] / az) ** 2
+    b = -2 * d[:, 2] * centre_z / az**2
+    c = (centre_z / az) ** 2 - 1.0
+    side = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * np.maximum(a, 1e-12))
+    with np.errstate(divide="ignore"):
+        cap = np.where(d[:, 1] < 0, bottom / np.minimum(d[:, 1], -1e-12), top / np.maximum(d[:, 1], 1e-12))
+    return np.minimum(np.where(a > 1e-12, side, np.inf), cap)
 
 
 def base_radius(d: np.ndarray, knobs: dict[str, float]) -> np.ndarray:
@@ -133,10 +147,10 @@ def base_radius(d: np.ndarray, knobs: dict[str, float]) -> np.ndarray:
     w, length, height = knobs["head_width"], knobs["head_length"], knobs["head_height"]
     jaw_w, face_len = knobs["jaw_width"], knobs["face_length"]
     parts = [
-        _ray_ellipsoid(d, (0, 0.022 * height, -0.012), (0.074 * w, 0.097 * height, 0.100 * length)),
-        _ray_ellipsoid(d, (0, -0.022, 0.004), (0.069 * w, 0.072 * face_len, 0.090)),
-        _ray_ellipsoid(d, (0, -0.052 * face_len, 0.002), (0.060 * jaw_w, 0.060 * face_len, 0.086)),
-        _ray_ellipsoid(d, (0, -0.085, -0.025), (0.052, 0.105, 0.058)),
+        _ray_ellipsoid(d, (0, 0.024 * height, -0.016), (0.078 * w, 0.093 * height, 0.101 * length)),
+        _ray_ellipsoid(d, (0, -0.022, 0.004), (0.070 * w, 0.070 * face_len, 0.090)),
+        _ray_ellipsoid(d, (0, -0.049 * face_len, 0.0), (0.063 * jaw_w, 0.063 * face_len, 0.086)),
+        _ray_neck(d, centre_z=-0.028, axes=(0.050, 0.056), top=0.0, bottom=-0.175),
     ]
     k = 160.0  # soft union of star-shaped parts = soft max of their radii
     stacked = np.stack(parts)
@@ -173,9 +187,10 @@ def sculpt(grid: HeadGrid, knobs: dict[str, float] | None = None) -> Sculpt:
     off = np.zeros_like(r0)
 
     # Forehead & brow ridge, then eye sockets with eyeballs and lids.
-    off += 0.004 * kn["brow"] * gauss(sx, y, 0.026, BROW_Y, 0.020, 0.006) * front
+    off += 0.005 * kn["brow"] * gauss(sx, y, 0.027, BROW_Y, 0.020, 0.006) * front
+    off -= 0.004 * gauss(sx, y, 0.068, 0.03, 0.012, 0.02) * smoothstep(0.0, 0.04, z)  # temples
     off += 0.0015 * gauss(x, y, 0.0, 0.045, 0.045, 0.03) * front
-    off -= 0.011 * gauss(sx, y, ex, EYE_Y, 0.016, 0.011) * front
+    off -= 0.013 * gauss(sx, y, ex, EYE_Y + 0.001, 0.017, 0.011) * front
     eye_r = np.sqrt(((sx - ex) / 0.0135) ** 2 + ((y - EYE_Y) / 0.0075) ** 2)
     off += 0.0085 * smoothstep(1.15, 0.2, eye_r) * front            # eyeball in the lid opening
     lid = gauss(sx, y, ex, EYE_Y + 0.0085, 0.014, 0.0025) + 0.6 * gauss(sx, y, ex, EYE_Y - 0.008, 0.013, 0.002)
@@ -196,7 +211,7 @@ def sculpt(grid: HeadGrid, knobs: dict[str, float] | None = None) -> Sculpt:
     # Cheeks, nasolabial folds.
     off += 0.005 * kn["cheek"] * gauss(sx, y, 0.042, -0.022, 0.016, 0.016) * front
     fold = np.abs((sx - 0.018) - 0.45 * (SUBNASALE_Y - y))
-    off -= 0.0015 * np.exp(-0.5 * (fold / 0.003) ** 2) * smoothstep(-0.03, -0.04, y) * smoothstep(-0.075, -0.062, y) * front
+    off -= 0.0022 * np.exp(-0.5 * (fold / 0.0035) ** 2) * smoothstep(-0.03, -0.04, y) * smoothstep(-0.075, -0.062, y) * front
 
     # Lips (upper with philtrum and cupid's bow, lower fuller), mouth crease, chin.
     mw = MOUTH_HALF_WIDTH * kn["mouth_width"]
