@@ -7,9 +7,11 @@ The built-in head (``FaceModel.builtin()``) in 8 poses is rasterized at 64, 128 
 backward pass through barycentrics and depth. Torch: one warm-up, then the median of
 ``--repeats`` runs. pytorch3d's CPU rasterizer takes seconds to a minute per batch, so it
 gets no warm-up and ``--pytorch3d-repeats`` (default 2; ``--quick``: 1 run, 64/128 px only).
-Also reported: the share of pixels where both backends pick the same face, and the full
-``Renderer`` (torch backend) throughput. Timings are wall-clock on whatever else the machine
-is running; the load average at the start is recorded in the JSON.
+Also reported: the share of pixels where both backends pick the same face, the full
+``Renderer`` (torch backend) throughput, and process CPU time per batch. img/s figures are
+wall-clock on whatever else the machine is running (the load average at the start is in the
+JSON); the CPU-time speedup is the steadier figure on a shared machine. ``--threads 1`` avoids
+OpenMP oversubscription there; both backends always run under the same setting.
 """
 from __future__ import annotations
 
@@ -40,17 +42,22 @@ def posed_heads(model: FaceModel, batch: int = BATCH):
     return mesh, params.camera
 
 
-def time_step(step, repeats: int, warmup: int) -> tuple[float, object]:
-    """Median wall-clock seconds of ``step()`` over ``repeats`` runs after ``warmup`` runs."""
+def time_step(step, repeats: int, warmup: int) -> tuple[float, float, object]:
+    """Median wall-clock and process-CPU seconds of ``step()`` over ``repeats`` runs after ``warmup``.
+
+    CPU time is reported too because on a shared machine it is far less sensitive to the
+    other processes than wall-clock time.
+    """
     result = None
     for _ in range(warmup):
         result = step()
-    durations = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         result = step()
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations), result
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu), result
 
 
 def rasterize_step(verts_screen: torch.Tensor, faces: torch.Tensor, size: int, backend: str):
@@ -89,19 +96,24 @@ def run(args: argparse.Namespace) -> dict:
     rows = []
     for size in SIZES:
         verts_screen = project_weak_perspective(mesh.vertices, camera, size)
-        torch_s, torch_faces = time_step(rasterize_step(verts_screen, mesh.faces, size, "torch"), args.repeats, 1)
-        render_s, _ = time_step(renderer_step(mesh, camera, size), args.repeats, 1)
+        torch_s, torch_cpu, torch_faces = time_step(rasterize_step(verts_screen, mesh.faces, size, "torch"),
+                                                    args.repeats, 1)
+        render_s, _, _ = time_step(renderer_step(mesh, camera, size), args.repeats, 1)
         results[f"torch_img_per_s_{size}"] = BATCH / torch_s
+        results[f"torch_cpu_s_per_batch_{size}"] = torch_cpu
         results[f"torch_renderer_img_per_s_{size}"] = BATCH / render_s
         row = {"size": size, "torch_ms": 1e3 * torch_s, "renderer_ms": 1e3 * render_s}
         if not (args.quick and size > 128) and not args.skip_pytorch3d:
-            p3d_s, p3d_faces = time_step(rasterize_step(verts_screen, mesh.faces, size, "pytorch3d"),
-                                         results["pytorch3d_repeats"], 0)
+            p3d_s, p3d_cpu, p3d_faces = time_step(rasterize_step(verts_screen, mesh.faces, size, "pytorch3d"),
+                                                  results["pytorch3d_repeats"], 0)
+            results[f"pytorch3d_cpu_s_per_batch_{size}"] = p3d_cpu
+            results[f"speedup_cpu_time_{size}"] = p3d_cpu / torch_cpu
             agreement = (torch_faces == p3d_faces).float().mean().item()
             results[f"pytorch3d_img_per_s_{size}"] = BATCH / p3d_s
             results[f"speedup_vs_pytorch3d_{size}"] = p3d_s / torch_s
             results[f"pix_to_face_agreement_{size}"] = agreement
-            row.update(pytorch3d_ms=1e3 * p3d_s, speedup=p3d_s / torch_s, agreement=agreement)
+            row.update(pytorch3d_ms=1e3 * p3d_s, speedup=p3d_s / torch_s, agreement=agreement,
+                       cpu_speedup=p3d_cpu / torch_cpu)
         rows.append(row)
         print_row(row, header=size == SIZES[0])
     if "pix_to_face_agreement_128" in results:
@@ -112,10 +124,11 @@ def run(args: argparse.Namespace) -> dict:
 def print_row(row: dict, header: bool) -> None:
     if header:
         print(f"{'size':>5} | {'torch ms/batch':>14} | {'img/s':>7} | {'pytorch3d ms/batch':>18} | {'img/s':>6} | "
-              f"{'speedup':>7} | {'same face':>9} | {'Renderer img/s':>14}", flush=True)
+              f"{'speedup':>7} | {'CPU-time speedup':>16} | {'same face':>9} | {'Renderer img/s':>14}", flush=True)
     p3d = row.get("pytorch3d_ms")
-    p3d_cols = (f"{p3d:18.0f} | {BATCH * 1e3 / p3d:6.2f} | {row['speedup']:6.0f}x | {100 * row['agreement']:8.2f}%"
-                if p3d is not None else f"{'-':>18} | {'-':>6} | {'-':>7} | {'-':>9}")
+    p3d_cols = (f"{p3d:18.0f} | {BATCH * 1e3 / p3d:6.2f} | {row['speedup']:6.0f}x | {row['cpu_speedup']:15.0f}x | "
+                f"{100 * row['agreement']:8.3f}%"
+                if p3d is not None else f"{'-':>18} | {'-':>6} | {'-':>7} | {'-':>16} | {'-':>9}")
     print(f"{row['size']:>5} | {row['torch_ms']:14.1f} | {BATCH * 1e3 / row['torch_ms']:7.1f} | {p3d_cols} | "
           f"{BATCH * 1e3 / row['renderer_ms']:14.1f}", flush=True)
 
