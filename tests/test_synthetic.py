@@ -68,7 +68,9 @@ def test_different_seeds_give_different_faces_and_images(full_batch):
 def test_batched_generation_equals_one_by_one(full, full_batch):
     for k in (0, 3):
         single = full.generate([SEEDS[k]])
-        torch.testing.assert_close(single.image[0], full_batch.image[k], atol=2e-3, rtol=0)
+        # JPEG can turn a 1e-7 difference at a rounding edge into a one-level change of an 8x8 block
+        difference = (single.image[0] - full_batch.image[k]).abs()
+        assert (difference < 2e-3).float().mean() > 0.995 and difference.max() < 0.1
         torch.testing.assert_close(single.vertices[0], full_batch.vertices[k], atol=1e-6, rtol=0)
         torch.testing.assert_close(single.landmarks[0], full_batch.landmarks[k], atol=1e-4, rtol=0)
 
@@ -100,6 +102,12 @@ def test_visibility_is_a_depth_test_against_the_z_buffer():
     zbuf[0, 2:6, 2:6] = 10.0  # a square surface at depth 10 m
     points = torch.tensor([[[4.0, 4.0, 9.99], [4.0, 4.0, 10.05], [0.5, 0.5, 50.0], [2.2, 4.0, 10.05]]])
     assert _visible(points, zbuf).tolist() == [[1.0, 0.0, 1.0, 1.0]]  # last: beside the silhouette
+
+
+def test_batched_generation_equals_one_by_one_without_jpeg(model_only):
+    batch = model_only.generate(SEEDS)
+    single = model_only.generate([SEEDS[2]])
+    torch.testing.assert_close(single.image[0], batch.image[2], atol=1e-4, rtol=0)
 
 
 def test_model_only_images_are_exactly_albedo_times_sh(face_model, model_only):

@@ -238,22 +238,22 @@ def blinn_phong(normals: Tensor, directions: Tensor, colours: Tensor, strength: 
     return spec * (strength * normalisation)[:, None, None, None]
 
 
-def screen_space_occlusion(depth: Tensor, covered: Tensor, metres_per_pixel: Tensor) -> Tensor:
+def screen_space_occlusion(depth: Tensor, covered: Tensor, pixels_per_metre: float) -> Tensor:
     """(B, 1, H, W) ambient visibility in [0.35, 1]: pixels deeper than their surroundings are occluded.
 
     depth: (B, 1, H, W) metres (larger = farther); covered: (B, 1, H, W) 0/1;
-    metres_per_pixel: (B,). Two scales, 6 mm and 15 mm.
+    pixels_per_metre: the nominal image scale (one value per batch, so a sample does not
+    depend on its batch). Two scales, 6 mm and 15 mm.
     """
-    visibility = torch.ones_like(depth)
-    for radius_m, weight in ((0.006, 0.5), (0.015, 0.5)):
-        sigma = (radius_m / metres_per_pixel).clamp(0.5, 12.0)
-        blurred, norm = [], []
-        for b in range(depth.shape[0]):  # per-sample sigma
-            from regressor.data.procedural import gaussian_blur
+    from regressor.data.procedural import gaussian_blur
 
-            blurred.append(gaussian_blur(depth[b] * covered[b], float(sigma[b])))
-            norm.append(gaussian_blur(covered[b], float(sigma[b])))
-        local = torch.stack(blurred) / torch.stack(norm).clamp(min=1e-6)
+    visibility = torch.ones_like(depth)
+    b = depth.shape[0]
+    for radius_m, weight in ((0.006, 0.5), (0.015, 0.5)):
+        sigma = min(max(radius_m * pixels_per_metre, 0.5), 12.0)
+        stacked = torch.cat([depth * covered, covered], 1).flatten(0, 1)  # (2B, H, W) as channels
+        blurred = gaussian_blur(stacked, sigma).view(b, 2, *depth.shape[-2:])
+        local = blurred[:, :1] / blurred[:, 1:].clamp(min=1e-6)
         occlusion = ((depth - local) / (radius_m * 0.8)).clamp(0, 1)
         visibility = visibility - weight * 0.65 * occlusion
     return torch.where(covered > 0, visibility, torch.ones_like(visibility))

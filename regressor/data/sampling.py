@@ -20,10 +20,10 @@ from regressor.types import TensorDataclass, FaceParams
 JAW_OPEN_SIGN = 1.0  # positive x-rotation of the jaw opens the mouth (types.FaceParams)
 
 
-def _rotation(pitch_deg: float, yaw_deg: float, roll_deg: float) -> Tensor:
-    """(3,) axis-angle of R = Rz(roll) Ry(yaw) Rx(pitch) (yaw about +Y, the vertical axis)."""
-    angles = torch.tensor([roll_deg, yaw_deg, pitch_deg]) * (math.pi / 180.0)
-    return matrix_to_axis_angle(euler_angles_to_matrix(angles, "ZYX"))
+def _rotations(euler_deg: Tensor) -> Tensor:
+    """(N, 3) ``(pitch, yaw, roll)`` degrees -> (N, 3) axis-angle of R = Rz(roll) Ry(yaw) Rx(pitch)."""
+    zyx = euler_deg.flip(-1) * (math.pi / 180.0)
+    return matrix_to_axis_angle(euler_angles_to_matrix(zyx, "ZYX"))
 
 
 def sample_face_params(seeds: list[int], config: SyntheticConfig, n_shape: int, n_expression: int,
@@ -45,16 +45,17 @@ def sample_face_params(seeds: list[int], config: SyntheticConfig, n_shape: int, 
         jaw_side = torch.randn(2, generator=g) * c.jaw_side_std_deg
         gaze = (torch.rand(2, generator=g) * 2 - 1) * c.gaze_max_deg  # pitch, yaw shared by both eyes
         albedo = torch.randn(n_albedo, generator=g) * c.albedo_std
-        eye = _rotation(float(gaze[0]), float(gaze[1]), 0.0)
         rows.append(dict(
             shape=shape, expression=expression,
-            global_pose=_rotation(pitch, yaw, roll),
-            neck_pose=_rotation(float(neck[0]), float(neck[1]), float(neck[2])),
+            global_pose=torch.tensor([pitch, yaw, roll]), neck_pose=neck,
+            eye_pose=torch.cat([gaze, torch.zeros(1)]),
             jaw_pose=torch.tensor([JAW_OPEN_SIGN * jaw_open, float(jaw_side[0]), float(jaw_side[1])]) * (math.pi / 180),
-            eye_pose=torch.cat([eye, eye]),
             albedo=albedo,
         ))
     stacked = {k: torch.stack([r[k] for r in rows]).float() for k in rows[0]}
+    for name in ("global_pose", "neck_pose", "eye_pose"):  # Euler degrees -> axis-angle
+        stacked[name] = _rotations(stacked[name])
+    stacked["eye_pose"] = stacked["eye_pose"].repeat(1, 2)  # both eyes look the same way
     batch = len(seeds)
     camera = torch.zeros(batch, 3)
     light = torch.zeros(batch, 9, 3)

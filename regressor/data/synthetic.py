@@ -127,10 +127,11 @@ class SyntheticFaceGenerator:
         size = self.image_size
         screen = project_weak_perspective(vertices, params.camera, size)
         fragments = rasterize(screen, self.faces, size, backend=self.backend, cull_backfaces=not cfg.mouth_interior)
-        metres_per_pixel = 2.0 / (params.camera[:, 0] * size)
+        # nominal scale: the 68-landmark box (~0.15 m) spans the middle of face_fraction
+        pixels_per_metre = sum(cfg.face_fraction) / 2 * size / 0.15
         scene = SceneGeometry(vertices, self.faces, fragments, self.template.to(device),
                               self.atlas, self.mouth_faces, self.jaw_weight.to(device),
-                              metres_per_pixel)
+                              pixels_per_metre)
         style = sample_feature_style(seeds).to(device)
         face, covered = shade_faces(scene, model.albedo(params.albedo), params.light, lighting, style, cfg)
         image = finish_image(face, covered, seeds, cfg, style.hair_colour)

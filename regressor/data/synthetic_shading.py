@@ -33,7 +33,7 @@ class SceneGeometry:
     vertices (B, V, 3) model space; faces (F, 3); fragments; template (V, 3) template vertices;
     atlas: the mean face's painted-feature maps; mouth_faces (F,) bool (faces that open into the mouth);
     jaw_weight (V,) in [0, 1] (how much each vertex follows the jaw);
-    metres_per_pixel (B,).
+    pixels_per_metre: nominal image scale of the face (per batch, from the image size only).
     """
 
     vertices: Tensor
@@ -43,7 +43,7 @@ class SceneGeometry:
     atlas: FeatureAtlas
     mouth_faces: Tensor
     jaw_weight: Tensor
-    metres_per_pixel: Tensor
+    pixels_per_metre: float
 
 
 def shade_faces(scene: SceneGeometry, vertex_albedo: Tensor, light: Tensor, lighting: Lighting,
@@ -55,10 +55,10 @@ def shade_faces(scene: SceneGeometry, vertex_albedo: Tensor, light: Tensor, ligh
     fragments, faces, vertices = scene.fragments, scene.faces, scene.vertices
     batch = vertices.shape[0]
     covered = fragments.mask[:, None].to(vertices.dtype)
-    normals = F.normalize(interpolate(fragments, faces, vertex_normals(vertices, faces)), dim=1, eps=1e-12) * covered
-    albedo = interpolate(fragments, faces, vertex_albedo)
-
-    template = interpolate(fragments, faces, scene.template.expand(batch, -1, -1).to(vertices))
+    attributes = torch.cat([vertex_normals(vertices, faces), vertex_albedo, scene.template.expand(batch, -1, -1).to(vertices),
+                            vertices, scene.jaw_weight.to(vertices)[None, :, None].expand(batch, -1, 1)], -1)
+    normals, albedo, template, points, jaw = interpolate(fragments, faces, attributes).split([3, 3, 3, 3, 1], dim=1)
+    normals = F.normalize(normals, dim=1, eps=1e-12) * covered
     hair = torch.zeros_like(covered)
     if config.facial_features:
         albedo, hair = paint_features(albedo, template, covered, scene.atlas, style)
@@ -68,14 +68,13 @@ def shade_faces(scene: SceneGeometry, vertex_albedo: Tensor, light: Tensor, ligh
     occlusion = torch.ones_like(covered)
     if config.ambient_occlusion:
         depth = torch.where(covered > 0, fragments.zbuf[..., 0][:, None], torch.zeros_like(covered))
-        occlusion = screen_space_occlusion(depth, covered, scene.metres_per_pixel)
+        occlusion = screen_space_occlusion(depth, covered, scene.pixels_per_metre)
 
     shadow = None
     if config.multi_light:
         if config.shadows:
-            points = interpolate(fragments, faces, vertices)
             shadow = key_light_visibility(vertices, faces, points, normals, lighting.directions[:, 0],
-                                          map_size=max(64, fragments.zbuf.shape[1]))
+                                          map_size=max(64, int(0.75 * fragments.zbuf.shape[1])))
         cosines = torch.einsum("bchw,blc->blhw", normals, lighting.directions).clamp(min=0)
         if shadow is not None:
             cosines = torch.cat([cosines[:, :1] * shadow, cosines[:, 1:]], 1)
@@ -93,18 +92,18 @@ def shade_faces(scene: SceneGeometry, vertex_albedo: Tensor, light: Tensor, ligh
         colour = colour + spec * oily * occlusion * lighting.white_balance[:, :, None, None]
 
     if config.mouth_interior:
-        colour = _mouth_interior(colour, scene, normals, irradiance, covered)
+        colour = _mouth_interior(colour, scene, normals, jaw, irradiance, covered)
     if config.tone_curve:
         exposure, gamma = lighting.exposure[:, None, None, None], lighting.gamma[:, None, None, None]
         colour = (colour * exposure).clamp(min=0) ** (1.0 / gamma)
     return colour * covered, covered
 
 
-def _mouth_interior(colour: Tensor, scene: SceneGeometry, normals: Tensor, irradiance: Tensor, covered: Tensor) -> Tensor:
+def _mouth_interior(colour: Tensor, scene: SceneGeometry, normals: Tensor, jaw: Tensor, irradiance: Tensor,
+                    covered: Tensor) -> Tensor:
     """Dark mouth with teeth where the lips part: faces flagged as mouth faces, or back faces seen
     through a hole (FLAME-like open meshes)."""
     fragments, faces = scene.fragments, scene.faces
-    batch = colour.shape[0]
     pix = fragments.pix_to_face[..., 0]
     num_faces = faces.shape[0]
     face_id = torch.where(pix >= 0, pix % num_faces, torch.zeros_like(pix))
@@ -113,7 +112,6 @@ def _mouth_interior(colour: Tensor, scene: SceneGeometry, normals: Tensor, irrad
     inside = torch.maximum(inside, backface)
     if inside.sum() == 0:
         return colour
-    jaw = interpolate(fragments, faces, scene.jaw_weight.to(colour)[None, :, None].expand(batch, -1, 1))
     teeth = ((jaw < 0.3) | (jaw > 0.8)).to(colour.dtype) * 0.85
     dark = torch.tensor(MOUTH_COLOUR, dtype=colour.dtype, device=colour.device)[None, :, None, None]
     white = torch.tensor(TEETH_COLOUR, dtype=colour.dtype, device=colour.device)[None, :, None, None]
