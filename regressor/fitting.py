@@ -31,7 +31,7 @@ from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 PARAM_GROUPS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera", "albedo", "light")
 DEFAULT_LEARNING_RATES = {
     "shape": 0.05, "expression": 0.05, "global_pose": 0.01, "neck_pose": 0.01, "jaw_pose": 0.01,
-    "eye_pose": 0.01, "camera": 0.01, "albedo": 0.05, "light": 0.02,
+    "eye_pose": 0.01, "camera": 0.003, "albedo": 0.05, "light": 0.02,
 }
 
 

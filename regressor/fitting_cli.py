@@ -64,12 +64,13 @@ def plot_history(result: FitResult, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for label, values in result.history.items():
-        if any(v != 0 for v in values):
-            axis.plot(values, label=label, linewidth=2 if label == "total" else 1)
+        if any(v > 0 for v in values):  # a term is 0 in the stages where it is off: leave those gaps
+            shown = [v if v > 0 else float("nan") for v in values]
+            axis.plot(shown, label=label, linewidth=2 if label == "total" else 1)
     for name, start in result.stage_starts.items():
         axis.axvline(start, color="grey", linestyle=":", linewidth=0.8)
         axis.text(start, axis.get_ylim()[1], name, fontsize=7, rotation=90, va="top")
-    axis.set_yscale("symlog", linthresh=1e-3)
+    axis.set_yscale("log")
     axis.set_xlabel("step")
     axis.set_ylabel("weighted loss (batch mean)")
     axis.legend(fontsize=7)
