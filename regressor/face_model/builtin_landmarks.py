@@ -134,6 +134,9 @@ def albedo_model(s: Sculpt, rng: np.random.Generator, n: int = 20) -> tuple[np.n
     mean = mix(mean, [0.86, 0.62, 0.55], 0.5 * cheeks)
     mean = mix(mean, [0.72, 0.36, 0.36], lips)
     mean = mix(mean, [0.30, 0.22, 0.17], 0.85 * brows)
+    depth = s.radius - np.linalg.norm(s.design_points, axis=1)  # < 0 where sculpted inwards
+    interior = lips * smoothstep(-0.0015, -0.005, depth)  # the lip crease = the mouth's inside
+    mean = mix(mean, [0.25, 0.08, 0.08], interior)
     mean = mix(mean, [0.90, 0.88, 0.85], sclera)
     mean = mix(mean, [0.25, 0.17, 0.12], iris)
     skin_w = (1 - sclera)[:, None]

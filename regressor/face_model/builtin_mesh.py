@@ -215,9 +215,9 @@ def sculpt(grid: HeadGrid, knobs: dict[str, float] | None = None) -> Sculpt:
 
     # Lips (upper with philtrum and cupid's bow, lower fuller), mouth crease, chin.
     mw = MOUTH_HALF_WIDTH * kn["mouth_width"]
-    mouth_span = np.exp(-((sx / mw) ** 4))
-    off += 0.0055 * kn["lip"] * mouth_span * gauss(0, y, 0, MOUTH_Y + 0.0045, 1, 0.0035) * front
-    off += 0.0062 * kn["lip"] * mouth_span * gauss(0, y, 0, MOUTH_Y - 0.0060, 1, 0.0042) * front
+    mouth_span = np.exp(-((sx / mw) ** 3))
+    off += 0.0042 * kn["lip"] * mouth_span * gauss(0, y, 0, MOUTH_Y + 0.0040, 1, 0.0042) * front
+    off += 0.0048 * kn["lip"] * mouth_span * gauss(0, y, 0, MOUTH_Y - 0.0065, 1, 0.0050) * front
     off -= 0.0012 * gauss(x, y, 0.0, MOUTH_Y + 0.011, 0.003, 0.004) * front  # philtrum
     off -= 0.0025 * gauss(x, y, 0.0, -0.078, 0.016, 0.004) * front           # mentolabial sulcus
     off += 0.005 * kn["chin"] * gauss(x, y, 0.0, CHIN_Y, 0.017, 0.011) * front
