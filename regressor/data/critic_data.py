@@ -41,7 +41,7 @@ class SyntheticPool(Dataset):
         if split not in SPLIT_SEEDS:
             raise ValueError(f"unknown split {split!r}; known: {sorted(SPLIT_SEEDS)}")
         self.seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_samples)]
-        key = json.dumps([split, seed_offset, num_samples, image_size, synthetic or {}, face_model.num_vertices],
+        key = json.dumps([split, seed_offset, num_samples, image_size, synthetic or {}, _fingerprint(face_model)],
                          sort_keys=True)
         path = Path(cache_dir) / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt" if cache_dir else None
         if path is not None and path.is_file():
@@ -85,6 +85,18 @@ class SyntheticPool(Dataset):
             "params": {k: v[index] for k, v in self.params.items()},
             "index": torch.tensor(self.seeds[index]),
         }
+
+
+def _fingerprint(face_model) -> str:
+    """Hash of the face model's geometry and of the synthetic-data sources: a cached pool is reused
+    only while both are unchanged (a changed model would make its ground truth wrong)."""
+    digest = hashlib.sha1()
+    for name in ("v_template", "shapedirs", "faces"):
+        digest.update(getattr(face_model, name).detach().cpu().contiguous().numpy().tobytes())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        if not source.name.startswith("critic_"):
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 class CriticDataModule(pl.LightningDataModule):
