@@ -23,7 +23,7 @@ IDENTITY_KNOBS = {
     "cheek": 0.5, "nose_size": 0.18, "chin": 0.5, "brow": 0.5, "nose_length": 0.12, "nose_width": 0.15,
     "ear": 0.35, "lip": 0.3, "eye_spacing": 0.04,
 }
-EXPRESSION_STD = 0.4  # a named action's full displacement field is 2.5 sigma
+EXPRESSION_STD = 0.6  # a named action's full displacement field is ~1.7 sigma
 JOINT_NAMES = ("root", "neck", "jaw", "left_eye", "right_eye")
 
 
