@@ -49,7 +49,7 @@ def sample_feature_style(seeds: list[int], lattice_size: int = 16) -> FeatureSty
             iris_colour=iris, brow=torch.tensor([uniform(g, 0.003, 0.006), uniform(g, 0.6, 0.95)]),
             lip_tint=torch.tensor([uniform(g, 0.85, 1.0), uniform(g, 0.55, 0.75), uniform(g, 0.6, 0.8)]),
             detail=torch.tensor([uniform(g, 0.05, 0.25), uniform(g, 0.0, 0.25), uniform(g, 0.1, 0.5),
-                                 uniform(g, 0.03, 0.12)]),
+                                 uniform(g, 0.02, 0.08)]),
             lattice=torch.rand(3, lattice_size, lattice_size, lattice_size, generator=g),
         ))
     return FeatureStyle(**{k: torch.stack([r[k] for r in rows]).float() for k in rows[0]})
@@ -214,7 +214,7 @@ def skin_detail(albedo: Tensor, template: Tensor, skin: Tensor, style: FeatureSt
     spots = ((freckle_field - (1 - freckle_density)) / 0.08).clamp(0, 1)
     brown = torch.tensor([0.35, 0.55, 0.75], device=albedo.device)[None, :, None, None]
     out = out * (1 - freckle_strength * spots * brown)
-    pores = lattice_noise_3d(template * 3.7, style.lattice[:, 2], 0.0029) - 0.5
+    pores = lattice_noise_3d(template + 0.37, style.lattice[:, 2], 0.0015) - 0.5  # ~ a pixel at 128 px
     out = out * (1 + pore_amount * pores)
     return albedo * (1 - skin) + out * skin
 

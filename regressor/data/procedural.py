@@ -3,7 +3,7 @@ occluders and camera degradations (blur, sensor noise, JPEG).
 
 Why hand-written: these are a few lines each on top of torch ops, they must draw every random
 number from a *per-sample* ``torch.Generator`` (so a sample is a function of its seed alone, in a
-batch or not), and albumentations draws from global numpy state. JPEG uses torchvision's codec.
+batch or not), and albumentations draws from global numpy state. JPEG uses Pillow's codec.
 
 Every function works on one sample: images are ``(C, H, W)`` float in [0, 1].
 """
@@ -206,9 +206,15 @@ def sensor_noise(image: Tensor, g: torch.Generator, shot: float, read: float, ch
 
 
 def jpeg_artifacts(image: Tensor, quality: int) -> Tensor:
-    """(3, H, W) the image after a JPEG round trip at ``quality`` (1-100) with torchvision's codec."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """(3, H, W) the image after a JPEG round trip at ``quality`` (1-100), with Pillow's codec
+    (torchvision's would cost a multi-second import of torchvision in every worker)."""
+    import io
 
-    as_bytes = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    decoded = decode_jpeg(encode_jpeg(as_bytes, quality=int(quality)))
-    return decoded.to(image.device, image.dtype) / 255.0
+    import numpy as np
+    from PIL import Image
+
+    as_bytes = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(as_bytes).save(buffer, format="JPEG", quality=int(quality))
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(image.device, image.dtype) / 255.0

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="yaml with SyntheticConfig fields")
     p.add_argument("--model-only", action="store_true", help="albedo x SH images only (no effects, no displacement)")
     p.add_argument("--face-model", default=None, help="FLAME-layout model file (default: built-in stand-in)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering batches in parallel")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (1 is fastest: the tensors are small and cores are shared)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -74,33 +77,55 @@ def write_sample(out: Path, name: str, batch, k: int) -> None:
     (out / "landmarks" / f"{name}.pts").write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.num < 1 or args.size < 8 or args.batch_size < 1:
-        raise SystemExit("regressor synth: need --num >= 1, --size >= 8, --batch-size >= 1")
-    config = load_config(args.config, args.model_only)
-    seeds = list(split_seed_range(args.split, args.num, args.seed))
+_WORKER: dict = {}
 
+
+def _init_worker(model_path: str | None, size: int, config: SyntheticConfig, threads: int) -> None:
+    """Build the face model and generator once per process."""
     from regressor.data.synthetic import SyntheticFaceGenerator
     from regressor.face_model import FaceModel
 
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = FaceModel(model_path=args.face_model) if args.face_model else FaceModel.builtin()
-    generator = SyntheticFaceGenerator(model, args.size, config)
+    model = FaceModel(model_path=model_path) if model_path else FaceModel.builtin()
+    _WORKER["generator"] = SyntheticFaceGenerator(model, size, config)
+
+
+def _render_chunk(job: tuple[Path, list[int], list[str]]) -> int:
+    out, seeds, names = job
+    batch = _WORKER["generator"].generate(seeds)
+    for k, name in enumerate(names):
+        write_sample(out, name, batch, k)
+    return len(seeds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num < 1 or args.size < 8 or args.batch_size < 1 or args.workers < 1 or args.threads < 1:
+        raise SystemExit("regressor synth: need --num >= 1, --size >= 8, --batch-size/--workers/--threads >= 1")
+    config = load_config(args.config, args.model_only)
+    seeds = list(split_seed_range(args.split, args.num, args.seed))
+    names = [f"{args.split}_{i + args.seed:07d}" for i in range(len(seeds))]
     for sub in ("images", "annotations", "landmarks"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
+    jobs = [(args.out, seeds[i:i + args.batch_size], names[i:i + args.batch_size])
+            for i in range(0, len(seeds), args.batch_size)]
+    init = (args.face_model, args.size, config, args.threads)
 
     start = time.perf_counter()
-    names = []
     with tqdm(total=len(seeds), desc="synth", unit="img", disable=args.no_progress) as bar:
-        for first in range(0, len(seeds), args.batch_size):
-            chunk = seeds[first:first + args.batch_size]
-            batch = generator.generate(chunk)
-            for k in range(len(chunk)):
-                name = f"{args.split}_{first + k + args.seed:07d}"
-                write_sample(args.out, name, batch, k)
-                names.append(name)
-            bar.update(len(chunk))
+        if args.workers == 1:
+            previous_threads = torch.get_num_threads()
+            _init_worker(*init)
+            for job in jobs:
+                bar.update(_render_chunk(job))
+            torch.set_num_threads(previous_threads)
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(args.workers, _init_worker, init) as pool:
+                for done in pool.imap_unordered(_render_chunk, jobs):
+                    bar.update(done)
     elapsed = time.perf_counter() - start
     manifest = {
         "split": args.split, "seed_offset": args.seed, "first_seed": seeds[0], "num": len(seeds),
