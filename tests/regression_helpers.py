@@ -63,7 +63,7 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = min(value, 4) if isinstance(value, int) else value
         elif key == "warmup_steps" and isinstance(value, int):
             value = 0
-        elif key in ("every_n_steps", "log_images_every_n_steps", "log_every_n_steps") and isinstance(value, int):
+        elif key in ("every_n_steps", "every_n_train_steps", "log_images_every_n_steps", "log_every_n_steps") and isinstance(value, int):
             value = 1
         elif key in ("save_dir", "dirpath", "default_root_dir", "output_dir"):
             value = str(out_dir / key)
@@ -73,8 +73,11 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = str(critic)
         result[key] = value
     if result.get("backbone") and result["backbone"] not in SMALL_BACKBONES:
-        result["backbone"] = TINY_BACKBONE
-        result.pop("backbone_kwargs", None)
+        if "backbone_kwargs" in result:  # a critic-style constructor that passes timm kwargs through
+            result["backbone"] = "resnet10t"
+            result["backbone_kwargs"] = {"channels": [8, 16, 32, 64], "stem_width": 8}
+        else:  # resnet10t, not a MobileNet: the critic's head reads timm's num_features
+            result["backbone"] = "resnet10t"
     return result
 
 

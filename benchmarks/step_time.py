@@ -1,0 +1,179 @@
+"""Training throughput of the quickstart regressor, with and without the perceptual shape term.
+
+    python -m benchmarks.step_time --json outputs/benchmarks/step_time.json
+
+What is measured: full Lightning training steps (forward, loss stack, backward, AdamW step)
+of the model in ``configs/regressor/quickstart.yaml``, on pre-rendered synthetic batches so
+that the (CPU-expensive) synthetic renderer does not pollute the step time. A timing callback
+records ``on_train_batch_start`` -> ``on_train_batch_end`` for every step after the warm-up.
+
+* ``images_per_s_with_perceptual`` / ``images_per_s_without_perceptual``: the same stack
+  with ``perceptual_shape`` active from step 0 / removed;
+* ``critic_share_of_step = 1 - t_without / t_with``: the fraction of a training step that
+  the critic costs (goal: <= 0.35); the same from process CPU time as ``critic_share_of_step_cpu``,
+  which is steadier when other jobs share the machine;
+* ``critic_forward_backward_s``: the critic alone (forward + backward into the render) on one
+  batch, as a cross-check.
+
+If ``checkpoints/critic.pt`` is absent, a critic with the architecture of
+``configs/critic/default.yaml`` and random weights is timed instead (its cost does not
+depend on its weights); the JSON says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO_ROOT / "configs" / "regressor" / "quickstart.yaml"
+CRITIC_CONFIG = REPO_ROOT / "configs" / "critic" / "default.yaml"
+SHIPPED_CRITIC = REPO_ROOT / "checkpoints" / "critic.pt"
+GOAL_CRITIC_SHARE = 0.35
+
+
+class StepTimer(pl.Callback):
+    def __init__(self, skip: int) -> None:
+        self.skip, self.seconds, self.cpu_seconds = skip, [], []
+        self._start = self._cpu_start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.skip:
+            self.seconds.append(time.perf_counter() - self._start)
+            self.cpu_seconds.append(time.process_time() - self._cpu_start)
+
+
+def critic_checkpoint(workdir: Path) -> tuple[Path, str]:
+    if SHIPPED_CRITIC.is_file():
+        return SHIPPED_CRITIC, "shipped checkpoints/critic.pt"
+    from regressor.models.critic import ShapeCritic
+
+    init = yaml.safe_load(CRITIC_CONFIG.read_text())["model"]["init_args"]
+    critic = ShapeCritic(backbone=init["backbone"], image_size=init["image_size"], backbone_kwargs=init.get("backbone_kwargs"))
+    path = workdir / "random_critic.pt"
+    critic.save_checkpoint(path, {"note": "random weights, timing only"})
+    return path, f"random weights with the architecture of {CRITIC_CONFIG.relative_to(REPO_ROOT)} (no shipped critic)"
+
+
+def quickstart_batches(num_batches: int) -> tuple[list[dict], dict]:
+    """Pre-rendered training batches (split ``train``) with the quickstart's size and batch size."""
+    from torch.utils.data import default_collate
+
+    from regressor.data.synthetic import SyntheticFaceDataset
+
+    config = yaml.safe_load(QUICKSTART.read_text())
+    data = config["data"]["init_args"]
+    dataset = SyntheticFaceDataset(num_batches * data["batch_size"], image_size=data["image_size"], split="train")
+    batches = []
+    for b in range(num_batches):
+        indices = list(range(b * data["batch_size"], (b + 1) * data["batch_size"]))
+        batches.append(default_collate(dataset.__getitems__(indices)))
+    return batches, config
+
+
+def time_training(config: dict, losses: list[dict], batches: list[dict], steps: int, warmup: int) -> tuple[list[float], list[float]]:
+    """(wall-clock seconds, process CPU seconds) of each timed training step."""
+    from regressor.modules.regression import RegressorModule
+
+    init = dict(config["model"]["init_args"], losses=losses, image_size=config["data"]["init_args"]["image_size"])
+    torch.manual_seed(0)
+    module = RegressorModule(**init)
+    timer = StepTimer(skip=warmup)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    cycled = [batches[i % len(batches)] for i in range(warmup + steps)]
+    loader = torch.utils.data.DataLoader(cycled, batch_size=None, shuffle=False)
+    trainer.fit(module, loader)
+    return timer.seconds, timer.cpu_seconds
+
+
+def time_critic_alone(critic_path: Path, batch: dict, repeats: int) -> float:
+    from regressor.models.critic import ShapeCritic
+
+    critic = ShapeCritic.from_checkpoint(critic_path).requires_grad_(False).eval()
+    image = batch["image"]
+    shaded = batch["image"].mean(1, keepdim=True)
+    seconds = []
+    for _ in range(repeats + 1):
+        render = shaded.clone().requires_grad_(True)
+        start = time.perf_counter()
+        critic(image, render).sum().backward()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_time", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        critic_path, critic_note = critic_checkpoint(Path(workdir))
+        print("rendering training batches ...", flush=True)
+        batches, config = quickstart_batches(2)
+        configured = config["model"]["init_args"]["losses"]
+        with_critic = [dict(t, warmup_steps=0, checkpoint=str(critic_path)) if t["name"] == "perceptual_shape" else t for t in configured]
+        without_critic = [t for t in configured if t["name"] != "perceptual_shape"]
+        if len(without_critic) == len(with_critic):
+            raise SystemExit(f"{QUICKSTART} has no perceptual_shape term to time")
+        print("timing with the perceptual term ...", flush=True)
+        t_with = time_training(config, with_critic, batches, args.steps, args.warmup)
+        print("timing without the perceptual term ...", flush=True)
+        t_without = time_training(config, without_critic, batches, args.steps, args.warmup)
+        critic_alone = time_critic_alone(critic_path, batches[0], repeats=5)
+
+    batch_size = config["data"]["init_args"]["batch_size"]
+    step_with, step_without = statistics.median(t_with[0]), statistics.median(t_without[0])
+    cpu_with, cpu_without = statistics.median(t_with[1]), statistics.median(t_without[1])
+    share = max(0.0, 1.0 - step_without / step_with)
+    figures = {
+        "config": str(QUICKSTART.relative_to(REPO_ROOT)),
+        "backbone": config["model"]["init_args"]["backbone"],
+        "image_size": config["data"]["init_args"]["image_size"],
+        "batch_size": batch_size,
+        "critic": critic_note,
+        "timed_steps": args.steps,
+        "step_s_with_perceptual": round(step_with, 4),
+        "step_s_without_perceptual": round(step_without, 4),
+        "images_per_s_with_perceptual": round(batch_size / step_with, 2),
+        "images_per_s_without_perceptual": round(batch_size / step_without, 2),
+        "critic_share_of_step": round(share, 3),
+        # CPU seconds of this process per step (all threads): less sensitive to other load on the machine.
+        "step_cpu_s_with_perceptual": round(cpu_with, 4),
+        "step_cpu_s_without_perceptual": round(cpu_without, 4),
+        "critic_share_of_step_cpu": round(max(0.0, 1.0 - cpu_without / cpu_with), 3),
+        "critic_forward_backward_s": round(critic_alone, 4),
+        "critic_alone_share_of_step": round(critic_alone / step_with, 3),
+        "goal_critic_share": GOAL_CRITIC_SHARE,
+        "meets_goal": share <= GOAL_CRITIC_SHARE,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
