@@ -30,6 +30,22 @@ def lightning_configs() -> list[Path]:
     return found
 
 
+def fitting_configs() -> list[Path]:
+    """Every yaml under configs/fitting/ (``regressor optimize`` configs, not LightningCLI ones)."""
+    return sorted((CONFIG_ROOT / "fitting").rglob("*.yaml"))
+
+
+def shrink_fitting_config(path: Path, out_dir: Path, critic: Path) -> Path:
+    """Tiny copy of a fitting config: small images, one step per stage."""
+    config = _shrink(yaml.safe_load(path.read_text()), "", out_dir, critic)
+    for stage in config.get("stages", []):
+        stage["steps"] = 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"tiny_fitting_{path.name}"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
 def tiny_critic_checkpoint(path: Path) -> Path:
     """A random, small ``ShapeCritic`` checkpoint (stands in where no shipped critic exists)."""
     from regressor.models.critic import ShapeCritic

@@ -12,9 +12,18 @@ import yaml
 
 from regressor.cli import main
 from regressor.data.splits import HELD_OUT_SPLITS
-from tests.regression_helpers import CONFIG_ROOT, QUICKSTART, critic_checkpoint, lightning_configs, shrink_config
+from tests.regression_helpers import (
+    CONFIG_ROOT, QUICKSTART, TINY_SIZE, critic_checkpoint, fitting_configs, lightning_configs, shrink_config,
+    shrink_fitting_config,
+)
 
 CONFIGS = lightning_configs()
+FITTING_CONFIGS = fitting_configs()
+
+
+def test_every_yaml_under_configs_is_exercised_here():
+    every = set(CONFIG_ROOT.rglob("*.yaml"))
+    assert every == set(CONFIGS) | set(FITTING_CONFIGS), f"configs of an unknown kind: {every - set(CONFIGS) - set(FITTING_CONFIGS)}"
 
 
 def test_the_regressor_configs_are_discovered():
@@ -47,3 +56,24 @@ def test_full_config_is_the_paper_scale_ddp_run():
     assert config["trainer"]["strategy"] == "ddp"
     assert config["model"]["init_args"]["backbone"] == "resnet50"
     assert config["data"]["init_args"]["image_size"] == 224
+
+
+@pytest.mark.parametrize("config", FITTING_CONFIGS, ids=lambda p: f"fitting/{p.stem}")
+def test_fitting_config_runs_one_step_per_stage_with_tiny_sizes(config, tmp_path):
+    from PIL import Image
+
+    from regressor.data.landmarks_io import save_pts
+
+    torch.manual_seed(0)
+    folder = tmp_path / "faces"
+    (folder / "images").mkdir(parents=True)
+    (folder / "landmarks").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray((torch.rand(TINY_SIZE, TINY_SIZE, 3) * 255).to(torch.uint8).numpy()).save(folder / "images" / f"{name}.png")
+        points = TINY_SIZE * (0.3 + 0.4 * torch.rand(68, 2))
+        save_pts(folder / "landmarks" / f"{name}.pts", points.numpy())
+    tiny = shrink_fitting_config(config, tmp_path, critic_checkpoint(tmp_path))
+    out = tmp_path / "fitted"
+    assert main(["optimize", "--images", str(folder), "--config", str(tiny), "--out", str(out)]) in (0, None)
+    written = {p.name for p in out.rglob("*") if p.is_file()}
+    assert {"a.obj", "b.obj"} <= written, sorted(written)
