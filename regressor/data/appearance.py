@@ -86,6 +86,15 @@ class FeatureAtlas:
     """
 
     CHANNELS = ("lips", "brow_distance", "eye", "eye_radius", "lid_distance", "nostril")
+    _cache: dict[bytes, "FeatureAtlas"] = {}
+
+    @classmethod
+    def for_landmarks(cls, landmarks: Tensor) -> "FeatureAtlas":
+        """The atlas of these landmarks, built once per process (building takes ~0.5 s)."""
+        key = landmarks.detach().float().cpu().numpy().tobytes()
+        if key not in cls._cache:
+            cls._cache[key] = cls(landmarks)
+        return cls._cache[key]
 
     def __init__(self, landmarks: Tensor, texel: float = 0.0004):
         lm = landmarks.detach().float().cpu()

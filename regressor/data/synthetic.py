@@ -86,7 +86,7 @@ class SyntheticFaceGenerator:
         self.template = face_model.v_template.detach().float()
         self.template_landmarks = neutral.landmarks3d[0].detach().float()
         self.face_region = face_region_weights(self.template, self.template_landmarks)
-        self.atlas = FeatureAtlas(self.template_landmarks)
+        self.atlas = FeatureAtlas.for_landmarks(self.template_landmarks)
         jaw_motion = (open_mesh.vertices[0] - neutral.vertices[0]).norm(dim=-1)
         self.jaw_weight = (jaw_motion / jaw_motion.max().clamp(min=1e-12)).detach()
         self.mouth_faces = _stretched_faces(neutral.vertices[0], open_mesh.vertices[0], self.faces)
