@@ -214,7 +214,7 @@ def lattice_noise_3d(template: Tensor, lattice: Tensor, cell: float) -> Tensor:
 
 
 def skin_detail(albedo: Tensor, template: Tensor, skin: Tensor, style: FeatureStyle) -> Tensor:
-    """Blotches (1.5 cm), freckles (3 mm spots) and pores (0.8 mm grain) on the skin pixels."""
+    """Blotches (1.5 cm), freckles (3 mm spots) and pores (1.5 mm grain, about a pixel at 128 px) on the skin."""
     blotch_amount, freckle_density, freckle_strength, pore_amount = (style.detail[:, i, None, None, None] for i in range(4))
     blotch = lattice_noise_3d(template, style.lattice[:, 0], 0.015) - 0.5
     redness = torch.tensor([0.6, -0.5, -0.4], device=albedo.device)[None, :, None, None]
