@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from regressor.data.critic_cache import RenderCache, RenderedCandidates
 from regressor.data.critic_pairs import (
-    NEGATIVE_TYPES, NegativeGenerator, PerturbationConfig, RenderCache, RenderedCandidates, aligned_to_camera,
-    random_light_directions,
+    NEGATIVE_TYPES, NegativeGenerator, PerturbationConfig, aligned_to_camera, random_light_directions,
 )
 from regressor.face_model import FaceModel
 

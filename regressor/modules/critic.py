@@ -14,9 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from regressor.data.critic_cache import RenderCache, RenderedCandidates
 from regressor.data.critic_pairs import (
-    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, RenderCache, RenderedCandidates,
-    candidate_meshes, random_light_directions,
+    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, random_light_directions,
 )
 from regressor.models.critic import ShapeCritic
 from regressor.models.critic_objective import CriticObjective, auc, spearman
