@@ -110,11 +110,12 @@ class SyntheticFaceGenerator:
             raise ValueError("SyntheticFaceGenerator.generate: seeds is empty")
         cfg, model, device = self.config, self.face_model, self.device
         params = sample_face_params(seeds, cfg, model.n_shape, model.n_expression, model.n_albedo).to(device)
-        lighting = sample_lighting(seeds, cfg).to(device)
+        lighting = sample_lighting(seeds, cfg)  # random draws and the SH fit stay on the CPU
         params.light = fit_sh_light(lighting).to(device)
+        lighting = lighting.to(device)
         mesh = model(params)
         if cfg.extra_geometry:
-            amplitudes = sample_displacement_amplitudes(seeds, self.template, self.face_region,
+            amplitudes = sample_displacement_amplitudes(seeds, self.template.cpu(), self.face_region.cpu(),
                                                         cfg.displacement_mm, cfg.displacement_bumps)
             displacement = displace(mesh.vertices, self.faces, amplitudes.to(device))
         else:
