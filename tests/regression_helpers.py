@@ -77,6 +77,8 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = 0
         elif key in ("num_samples",) or (key.endswith("_samples") and isinstance(value, int)):
             value = min(value, 4) if isinstance(value, int) else value
+        elif key == "num_negatives" and isinstance(value, int):
+            value = min(value, 2)
         elif key == "warmup_steps" and isinstance(value, int):
             value = 0
         elif key in ("every_n_steps", "every_n_train_steps", "log_images_every_n_steps", "log_every_n_steps") and isinstance(value, int):

@@ -31,6 +31,7 @@ def test_the_regressor_configs_are_discovered():
     assert {"regressor/quickstart.yaml", "regressor/full.yaml"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_config_fits_two_steps_with_tiny_sizes(config, tmp_path):
     torch.manual_seed(0)
