@@ -132,3 +132,15 @@ def test_wrong_image_size_is_a_clear_error():
     module = RegressorModule(**tiny_module_kwargs())
     with pytest.raises(ValueError, match="expected 32x32 images"):
         module.reconstruct(torch.rand(1, 3, 48, 48))
+
+
+def test_ground_truth_of_another_topology_skips_vertex_metrics_with_a_warning():
+    torch.manual_seed(0)
+    module = RegressorModule(**tiny_module_kwargs()).eval()
+    batch = random_batch(2)
+    with torch.no_grad():
+        predicted = module.reconstruct(batch["image"])
+    batch["vertices"] = torch.zeros(2, 10, 3)
+    with pytest.warns(RuntimeWarning, match="need the same topology"):
+        metrics = module.evaluation_metrics(FaceBatch.from_dict(batch), predicted)
+    assert "vertex_error_mm" not in metrics and "landmark_error_px" in metrics

@@ -104,6 +104,7 @@ class RegressorModule(pl.LightningModule):
 
             self.metric_critic = PerceptualShapeLoss(checkpoint=metric_critic)
         self.skipped_steps = 0
+        self._warned_topology = False
 
     # ----------------------------------------------------------------------------- pieces
     def reconstruct(self, images: Tensor) -> Reconstruction:
@@ -176,12 +177,15 @@ class RegressorModule(pl.LightningModule):
             "landmark_error_px": landmark_error_px(result.renders.landmarks2d, batch.landmarks, batch.landmarks_valid)
         }
         if batch.vertices is not None:
-            if batch.vertices.shape != result.mesh.vertices.shape:
-                raise ValueError(
+            if batch.vertices.shape == result.mesh.vertices.shape:
+                metrics["vertex_error_mm"], metrics["vertex_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices, batch.vertices)
+            elif not self._warned_topology:
+                self._warned_topology = True
+                warnings.warn(
                     f"ground-truth vertices {tuple(batch.vertices.shape)} do not match the face model's "
-                    f"{tuple(result.mesh.vertices.shape)}; vertex metrics need the same topology"
+                    f"{tuple(result.mesh.vertices.shape)}: vertex metrics need the same topology and are not "
+                    "logged (use regressor.evaluation.now for scans of another topology)", RuntimeWarning, stacklevel=2,
                 )
-            metrics["vertex_error_mm"], metrics["vertex_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices, batch.vertices)
         critic = self._critic_term()
         if critic is not None:
             metrics["critic_score"] = critic.score(batch.image, result.renders.shaded)
