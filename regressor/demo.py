@@ -34,7 +34,7 @@ def _header(step: int, total: int, text: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m regressor.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="demo data and predictions")
-    p.add_argument("--train-images", type=int, default=256, help="synthetic training faces rendered once")
+    p.add_argument("--train-images", type=int, default=512, help="synthetic training faces rendered once")
     p.add_argument("--test-images", type=int, default=8, help="held-out faces to predict")
     p.add_argument("--max-steps", type=int, default=None, help="override the quickstart's trainer.max_steps")
     p.add_argument("--size", type=int, default=64, help="image size (the quickstart's)")
