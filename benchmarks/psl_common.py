@@ -1,0 +1,191 @@
+"""Shared pieces of ``benchmarks.psl_effect``: budgets, the held-out face sets, NoW scoring, statistics.
+
+The benchmark faces are the synthetic ``benchmark`` split (``SPLIT_SEEDS["benchmark"] + i``, a
+seed range no training config uses) with geometry beyond the model switched on, so the ground
+truth "scan" (model mesh + displacement) is never exactly reachable by the model. Generated
+sets are cached under ``outputs/psl_effect_cache`` (keyed by the generator's source code and
+the set's parameters), so repeated runs and both conditions see the very same pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from regressor.data.displacement import displace_landmarks
+from regressor.data.splits import sample_seed
+from regressor.data.synthetic import SyntheticFaceGenerator
+from regressor.data.synthetic_config import SyntheticConfig
+from regressor.evaluation.now import NowResult, now_error
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE_DIR = REPO_ROOT / "outputs" / "psl_effect_cache"
+GENERATOR_SOURCES = ("regressor/data", "regressor/face_model", "regressor/render")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work one benchmark run does (both conditions always get the same).
+
+    Attributes:
+        image_size: image side (px) of the benchmark and training faces.
+        benchmark_images: held-out faces fitted and used to evaluate the regressors.
+        fit_steps_scale: multiplies every stage's steps of the fitting config.
+        fit_batch: images fitted at once (fitting is per sample; this only trades memory for speed).
+        refine_steps: NoW scan-to-mesh refinement steps (NoW: until convergence; 50 is ample here).
+        train_samples: size of the regression training pool (``train`` split seeds).
+        train_steps, train_batch: regressor optimisation steps and batch size.
+        train_seeds: one with/without pair of regressors per seed (spread = seed-to-seed).
+        backbone: timm encoder of the regressor.
+    """
+
+    name: str
+    image_size: int
+    benchmark_images: int
+    fit_steps_scale: float
+    fit_batch: int
+    refine_steps: int
+    train_samples: int
+    train_steps: int
+    train_batch: int
+    train_seeds: tuple[int, ...]
+    backbone: str
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "train_seeds": list(self.train_seeds)}
+
+
+BUDGETS: dict[str, Budget] = {
+    # a test of the plumbing only: numbers are meaningless
+    "smoke": Budget("smoke", 32, 2, 0.05, 2, 3, 4, 3, 2, (0,), "mobilenetv3_small_050"),
+    # <= 15 min on 2 idle cores
+    "quick": Budget("quick", 64, 8, 0.5, 8, 50, 128, 150, 16, (0,), "mobilenetv3_small_100"),
+    # the README figures (about 25-30 min on 2 idle cores)
+    "full": Budget("full", 64, 16, 1.0, 8, 50, 256, 200, 16, (0, 1), "mobilenetv3_small_100"),
+}
+
+
+@dataclass
+class FaceSet:
+    """Synthetic faces with their ground truth (all tensors batched along dim 0).
+
+    Attributes:
+        image: (B, 3, S, S) in [0, 1].
+        landmarks: (B, 68, 2) px; landmarks_valid: (B, 68); mask: (B, 1, S, S).
+        vertices: (B, V, 3) ground-truth scan (model mesh + displacement), metres.
+        now_landmarks3d: (B, 7, 3) the scan's NoW landmarks (moved with the displacement).
+        seeds: (B,) generator seeds.
+    """
+
+    image: Tensor
+    landmarks: Tensor
+    landmarks_valid: Tensor
+    mask: Tensor
+    vertices: Tensor
+    now_landmarks3d: Tensor
+    seeds: Tensor
+
+    def __len__(self) -> int:
+        return self.image.shape[0]
+
+    def slice(self, start: int, stop: int) -> "FaceSet":
+        return FaceSet(**{k: v[start:stop] for k, v in self.__dict__.items()})
+
+    def sample_dicts(self) -> list[dict[str, Tensor]]:
+        """One training sample dict per face (the keys ``FaceBatch.from_dict`` reads)."""
+        return [{"image": self.image[i], "landmarks": self.landmarks[i], "landmarks_valid": self.landmarks_valid[i],
+                 "mask": self.mask[i], "index": torch.tensor(i)} for i in range(len(self))]
+
+
+def benchmark_config() -> SyntheticConfig:
+    """Every realism effect on, geometry beyond the model included (issue 3)."""
+    config = SyntheticConfig()
+    if not config.extra_geometry:
+        raise RuntimeError("benchmark: SyntheticConfig().extra_geometry must be on (geometry beyond the model)")
+    return config
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for folder in GENERATOR_SOURCES:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def face_set(face_model, split: str, count: int, image_size: int, cache: bool = True, chunk: int = 8,
+             cache_dir: Path = CACHE_DIR) -> FaceSet:
+    """``count`` faces of ``split`` (seeds ``SPLIT_SEEDS[split] + i``), generated once and cached."""
+    config = benchmark_config()
+    key = hashlib.sha256(repr((split, count, image_size, config.to_dict(), _source_hash())).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{split}_{count}_{image_size}px_{key}.pt"
+    if cache and path.is_file():
+        return FaceSet(**torch.load(path, map_location="cpu", weights_only=True))
+    generator = SyntheticFaceGenerator(face_model, image_size, config)
+    parts = []
+    for start in range(0, count, chunk):
+        seeds = [sample_seed(split, i) for i in range(start, min(count, start + chunk))]
+        parts.append(_generate(face_model, generator, seeds))
+    faces = FaceSet(**{k: torch.cat([getattr(p, k) for p in parts]) for k in parts[0].__dict__})
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        torch.save(faces.__dict__, temporary)
+        temporary.replace(path)
+    return faces
+
+
+@torch.no_grad()
+def _generate(face_model, generator: SyntheticFaceGenerator, seeds: list[int]) -> FaceSet:
+    batch = generator.generate(seeds)
+    mesh = face_model(batch.params)  # the model part of the scan (the camera does not move the mesh)
+    scan_landmarks = displace_landmarks(mesh.now_landmarks3d, mesh.vertices, batch.displacement)
+    return FaceSet(image=batch.image, landmarks=batch.landmarks, landmarks_valid=batch.landmarks_valid,
+                   mask=batch.mask, vertices=batch.vertices, now_landmarks3d=scan_landmarks, seeds=batch.seeds)
+
+
+def score_meshes(vertices: Tensor, now_landmarks3d: Tensor, faces: Tensor, truth: FaceSet,
+                 refine_steps: int) -> list[NowResult]:
+    """NoW error of each predicted mesh (B,V,3) with its NoW landmarks (B,7,3) against ``truth``."""
+    return [now_error(vertices[i], faces, now_landmarks3d[i], truth.vertices[i], truth.now_landmarks3d[i],
+                      refine_steps=refine_steps) for i in range(vertices.shape[0])]
+
+
+def summarise(results: list[NowResult]) -> dict:
+    """Pooled NoW statistics (mm) plus the per-region breakdown and per-image medians."""
+    pooled = NowResult.cat(results)
+    return {**pooled.summary(), "points": int(pooled.errors_mm.numel()),
+            "per_image_median_mm": pooled.per_sample_median_mm}
+
+
+def compare(without: list[NowResult], with_: list[NowResult], bootstrap: int = 500, seed: int = 0) -> dict:
+    """Headline numbers of one mode: medians, means, the relative reductions and their uncertainty.
+
+    ``reduction = 1 - with / without`` (positive = the perceptual term helps). The 90% interval
+    resamples *images* (points of one face are not independent), pairing the two conditions.
+    """
+    a, b = summarise(without), summarise(with_)
+    out = {
+        "median_mm_without": a["median_mm"], "median_mm_with": b["median_mm"],
+        "reduction": 1.0 - b["median_mm"] / a["median_mm"],
+        "mean_mm_without": a["mean_mm"], "mean_mm_with": b["mean_mm"],
+        "mean_reduction": 1.0 - b["mean_mm"] / a["mean_mm"],
+        "std_mm_without": a["std_mm"], "std_mm_with": b["std_mm"],
+        "images_improved": int(sum(y < x for x, y in zip(a["per_image_median_mm"], b["per_image_median_mm"]))),
+        "images": len(without),
+        "without": a, "with": b,
+    }
+    if bootstrap and len(without) > 1:
+        generator = torch.Generator().manual_seed(seed)
+        reductions = []
+        for _ in range(bootstrap):
+            pick = torch.randint(len(without), (len(without),), generator=generator).tolist()
+            x = torch.cat([without[i].errors_mm for i in pick]).median()
+            y = torch.cat([with_[i].errors_mm for i in pick]).median()
+            reductions.append(float(1.0 - y / x))
+        values = torch.tensor(reductions)
+        out["reduction_ci90"] = [float(values.quantile(0.05)), float(values.quantile(0.95))]
+    return out
