@@ -61,7 +61,17 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local saves are atomic (remote URLs keep Lightning's path)."""
+    """``TorchCheckpointIO`` whose local saves are atomic (remote URLs keep Lightning's path).
+
+    Loading (``--ckpt_path``) is ``weights_only=True`` unless a caller asks otherwise, so a
+    checkpoint from an untrusted source cannot run code even where torch's own default differs
+    (e.g. ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``); our checkpoints hold only tensors and plain types.
+    """
+
+    def load_checkpoint(
+        self, path: _PATH, map_location: Optional[Any] = lambda storage, loc: storage, weights_only: Optional[bool] = None,
+    ) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True if weights_only is None else weights_only)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
