@@ -2,10 +2,12 @@
 
     python -m benchmarks.step_time --json outputs/benchmarks/step_time.json
 
-What is measured: full Lightning training steps (forward, loss stack, backward, AdamW step)
-of the model in ``configs/regressor/quickstart.yaml``, on pre-rendered synthetic batches so
-that the (CPU-expensive) synthetic renderer does not pollute the step time. A timing callback
-records ``on_train_batch_start`` -> ``on_train_batch_end`` for every step after the warm-up.
+What is measured: training steps (forward, loss stack, backward, AdamW step; the body of
+``RegressorModule.training_step``) of the model in ``configs/regressor/quickstart.yaml``, on
+pre-rendered synthetic batches so that the synthetic renderer does not pollute the step time.
+The two variants run in one process and alternate step by step: on a shared machine the
+background load drifts over minutes, and timing one variant after the other would charge
+that drift to whichever ran second.
 
 * ``images_per_s_with_perceptual`` / ``images_per_s_without_perceptual``: the same stack
   with ``perceptual_shape`` active from step 0 / removed;
@@ -30,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import yaml
 
@@ -39,20 +40,6 @@ QUICKSTART = REPO_ROOT / "configs" / "regressor" / "quickstart.yaml"
 CRITIC_CONFIG = REPO_ROOT / "configs" / "critic" / "default.yaml"
 SHIPPED_CRITIC = REPO_ROOT / "checkpoints" / "critic.pt"
 GOAL_CRITIC_SHARE = 0.35
-
-
-class StepTimer(pl.Callback):
-    def __init__(self, skip: int) -> None:
-        self.skip, self.seconds, self.cpu_seconds = skip, [], []
-        self._start = self._cpu_start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start, self._cpu_start = time.perf_counter(), time.process_time()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.skip:
-            self.seconds.append(time.perf_counter() - self._start)
-            self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
 
 def critic_checkpoint(workdir: Path) -> tuple[Path, str]:
@@ -83,23 +70,45 @@ def quickstart_batches(num_batches: int) -> tuple[list[dict], dict]:
     return batches, config
 
 
-def time_training(config: dict, losses: list[dict], batches: list[dict], steps: int, warmup: int) -> tuple[list[float], list[float]]:
-    """(wall-clock seconds, process CPU seconds) of each timed training step."""
+def build_variant(config: dict, losses: list[dict]):
+    """A quickstart ``RegressorModule`` with the given loss stack, and its optimizer."""
     from regressor.modules.regression import RegressorModule
 
     init = dict(config["model"]["init_args"], losses=losses, image_size=config["data"]["init_args"]["image_size"])
+    init["scheduler"] = "none"  # the schedule needs a Trainer and does not change the step cost
     torch.manual_seed(0)
-    module = RegressorModule(**init)
-    timer = StepTimer(skip=warmup)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    cycled = [batches[i % len(batches)] for i in range(warmup + steps)]
-    loader = torch.utils.data.DataLoader(cycled, batch_size=None, shuffle=False)
-    trainer.fit(module, loader)
-    return timer.seconds, timer.cpu_seconds
+    module = RegressorModule(**init).train()
+    return module, module.configure_optimizers()
+
+
+def training_step_seconds(module, optimizer, batch: dict, step: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one training step: forward, loss stack, backward, AdamW.
+
+    The step is ``RegressorModule.training_step`` without Lightning's logging calls, so that
+    the variants can be interleaved step by step in one process (see ``interleaved_timings``).
+    """
+    from regressor.types import FaceBatch, LossInputs
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    face_batch = FaceBatch.from_dict(batch)
+    result = module.reconstruct(face_batch.image)
+    losses = module.loss_stack(LossInputs(face_batch, result.params, result.mesh, result.renders, step=step))
+    losses["total"].backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def interleaved_timings(variants: dict, batches: list[dict], steps: int, warmup: int) -> dict[str, list[tuple[float, float]]]:
+    """Alternate the variants step by step, so that load from other jobs hits them alike."""
+    timings = {name: [] for name in variants}
+    for step in range(warmup + steps):
+        batch = batches[step % len(batches)]
+        for name, (module, optimizer) in variants.items():
+            seconds = training_step_seconds(module, optimizer, batch, step)
+            if step >= warmup:
+                timings[name].append(seconds)
+    return timings
 
 
 def time_critic_alone(critic_path: Path, batch: dict, repeats: int) -> float:
@@ -133,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         without_critic = [t for t in configured if t["name"] != "perceptual_shape"]
         if len(without_critic) == len(with_critic):
             raise SystemExit(f"{QUICKSTART} has no perceptual_shape term to time")
-        print("timing with the perceptual term ...", flush=True)
-        t_with = time_training(config, with_critic, batches, args.steps, args.warmup)
-        print("timing without the perceptual term ...", flush=True)
-        t_without = time_training(config, without_critic, batches, args.steps, args.warmup)
+        print("timing training steps with and without the perceptual term (interleaved) ...", flush=True)
+        variants = {"with": build_variant(config, with_critic), "without": build_variant(config, without_critic)}
+        timings = interleaved_timings(variants, batches, args.steps, args.warmup)
+        t_with = [[t[0] for t in timings["with"]], [t[1] for t in timings["with"]]]
+        t_without = [[t[0] for t in timings["without"]], [t[1] for t in timings["without"]]]
         critic_alone = time_critic_alone(critic_path, batches[0], repeats=5)
 
     batch_size = config["data"]["init_args"]["batch_size"]
