@@ -69,9 +69,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def load_checkpoint(
-        self, path: _PATH, map_location: Optional[Any] = lambda storage, loc: storage, weights_only: Optional[bool] = None,
+        self,
+        path: _PATH,
+        map_location: Optional[Any] = lambda storage, loc: storage,
+        weights_only: Optional[bool] = None,
     ) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True if weights_only is None else weights_only)
+        weights_only = True if weights_only is None else weights_only
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
