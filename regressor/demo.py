@@ -57,6 +57,18 @@ def render_split(split: str, num: int, size: int, out: Path) -> Path:
     return out
 
 
+def newest_checkpoint(folder: Path) -> Path:
+    """The checkpoint with the highest global step: ``last.ckpt`` is written every N steps, the
+    best one at every validation, so after a ``max_time`` stop the best may be the newer."""
+    import torch
+
+    found = sorted(folder.glob("*.ckpt"))
+    if not found:
+        raise SystemExit(f"demo: training wrote no checkpoint into {folder}")
+    steps = {path: torch.load(path, map_location="cpu", weights_only=True).get("global_step", -1) for path in found}
+    return max(found, key=lambda path: (steps[path], path.name == "last.ckpt"))
+
+
 def held_out_errors(checkpoint: Path, test_dir: Path) -> dict[str, float]:
     """Mean vertex errors (mm) of the regressor and of the mean face on the held-out folder."""
     import numpy as np
@@ -110,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removing the previous demo run's checkpoints in {stale}")
         shutil.rmtree(stale)
     run_lightning_cli(["fit", *fit_args])
-    checkpoint = stale / "last.ckpt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"demo: training wrote no {checkpoint}")
+    checkpoint = newest_checkpoint(stale)
+    print(f"using {checkpoint}")
 
     _header(4, total, "validate on held-out synthetic seeds (split 'val')")
     run_lightning_cli(["validate", *fit_args, "--ckpt_path", str(checkpoint)])
