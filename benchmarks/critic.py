@@ -16,7 +16,8 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
 4. ``gradient_fraction``: from the true pose/camera with identity + expression perturbed (0.8 std
    per coefficient), 30 Adam steps (lr 0.05) on shape and expression that maximise the critic score
    alone; fraction of faces whose mean vertex error (against the truth) went down. Goal: most (> 0.5).
-   ``gradient_normalised_*`` repeats it with fixed-length steepest-ascent steps (secondary).
+   ``gradient_normalised_*`` repeats it with fixed-length steepest-ascent steps, and
+   ``*_visible_*`` measure the error on the vertices visible in the image only (secondary figures).
 """
 from __future__ import annotations
 
@@ -132,15 +133,21 @@ def gradient_figures(critic, renderer, face_model, batch, steps: int, lr: float,
     optimizer = torch.optim.Adam([shape, expression], lr=lr) if optimizer_name == "adam" else None
     critic.requires_grad_(False)
 
-    def current_error():
+    visible = visible_vertices(truth, face_model.faces, params.camera, renderer.image_size)
+
+    def current_error(mask=None):
         with torch.no_grad():
-            return mean_vertex_error_mm(face_model(replace(params, shape=shape, expression=expression)).vertices, truth)
+            vertices = face_model(replace(params, shape=shape, expression=expression)).vertices
+            if mask is None:
+                return mean_vertex_error_mm(vertices, truth)
+            distance = (vertices - truth).norm(dim=-1) * 1000.0
+            return (distance * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def current_score():
         mesh = face_model(replace(params, shape=shape, expression=expression))
         return critic(batch.image, renderer(mesh, params.camera).shaded)
 
-    start = current_error()
+    start, start_visible = current_error(), current_error(visible)
     with torch.no_grad():
         score_start = current_score()
     for _ in range(steps):
@@ -155,15 +162,33 @@ def gradient_figures(critic, renderer, face_model, batch, steps: int, lr: float,
         with torch.no_grad():
             shape += lr * grad_shape / norm
             expression += lr * grad_expression / norm
-    end = current_error()
+    end, end_visible = current_error(), current_error(visible)
     with torch.no_grad():
         score_end = current_score()
     return {f"{prefix}_fraction": float((end < start).float().mean()),
             f"{prefix}_error_start_mm": float(start.mean()), f"{prefix}_error_end_mm": float(end.mean()),
             f"{prefix}_relative_change": float(((end - start) / start).mean()),
+            f"{prefix}_visible_fraction": float((end_visible < start_visible).float().mean()),
+            f"{prefix}_visible_error_start_mm": float(start_visible.mean()),
+            f"{prefix}_visible_error_end_mm": float(end_visible.mean()),
             f"{prefix}_score_start": float(score_start.mean()), f"{prefix}_score_end": float(score_end.mean()),
             f"{prefix}_optimizer": optimizer_name, f"{prefix}_steps": steps, f"{prefix}_lr": lr,
             f"{prefix}_num_faces": int(len(start))}
+
+
+@torch.no_grad()
+def visible_vertices(vertices, faces, camera, image_size) -> torch.Tensor:
+    """(B, V) float: 1 for vertices of triangles that cover a pixel in the render of ``vertices``."""
+    from regressor.render import project_weak_perspective, rasterize
+
+    fragments = rasterize(project_weak_perspective(vertices, camera, image_size), faces, image_size, cull_backfaces=True)
+    b, v, f = vertices.shape[0], vertices.shape[1], faces.shape[0]
+    mask = torch.zeros(b, v)
+    for i in range(b):
+        hit = fragments.pix_to_face[i].reshape(-1)
+        hit = hit[hit >= 0] - i * f
+        mask[i, faces[hit.unique()].reshape(-1)] = 1.0
+    return mask
 
 
 def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient_steps: int = 30,
@@ -217,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'gradient error':>20}: {figures['gradient_error_start_mm']:.2f} -> {figures['gradient_error_end_mm']:.2f} mm"
           f" (Adam); normalised ascent: fraction {figures['gradient_normalised_fraction']:.3f},"
           f" {figures['gradient_normalised_error_start_mm']:.2f} -> {figures['gradient_normalised_error_end_mm']:.2f} mm")
+    print(f"{'visible vertices':>20}: Adam fraction {figures['gradient_visible_fraction']:.3f}"
+          f" ({figures['gradient_visible_error_start_mm']:.2f} -> {figures['gradient_visible_error_end_mm']:.2f} mm);"
+          f" normalised {figures['gradient_normalised_visible_fraction']:.3f}"
+          f" ({figures['gradient_normalised_visible_error_start_mm']:.2f} ->"
+          f" {figures['gradient_normalised_visible_error_end_mm']:.2f} mm)")
     for name, t in figures["per_type"].items():
         auc_text = "  n/a" if t["auc"] is None else f"{t['auc']:.3f}"
         print(f"{name:>20}: auc {auc_text}  spearman {t['spearman']:+.3f}  error(mm) {t['mean_error_mm_by_severity']}")
