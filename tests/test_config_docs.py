@@ -51,3 +51,14 @@ def test_every_config_file_is_listed_in_docs_configs_md():
     documented = documented_paths()
     for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
         assert str(path.relative_to(REPO_ROOT)) in documented, f"{path.name} is not in the file table of docs/configs.md"
+
+
+def test_every_documented_key_still_exists_in_some_config():
+    """The other direction: a row for a key that was removed from every yaml is stale."""
+    rows = re.findall(r"^\| `([^`\s]+)` \|", CONFIG_DOCS.read_text(), flags=re.MULTILINE)
+    keys = set()
+    for path in (REPO_ROOT / "configs").rglob("*.yaml"):
+        keys |= key_paths(yaml.safe_load(path.read_text()) or {})
+    assert len(rows) > 50, "the key tables of docs/configs.md were not found"
+    stale = [row for row in rows if not row.startswith("configs/") and row not in keys]
+    assert not stale, f"docs/configs.md documents keys no config has any more: {stale}"
