@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -103,8 +104,10 @@ def fit_and_kill(config: Path, checkpoint_dir: Path, kill_after_step: int, timeo
     """Start ``regressor fit``, SIGKILL it once ``last.ckpt`` reaches ``kill_after_step``; returns that step."""
     last = checkpoint_dir / "last.ckpt"
     extra = ("--ckpt_path", "last") if resume else ()
+    # stderr goes to a file, not a pipe: a pipe nobody reads would block the run once full.
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(fit_command(config, *extra), cwd=REPO_ROOT, env=_environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -114,8 +117,9 @@ def fit_and_kill(config: Path, checkpoint_dir: Path, kill_after_step: int, timeo
                 process.wait()
                 return step
             if process.poll() is not None:
+                log.seek(0)
                 raise RuntimeError(f"fit ended (rc {process.returncode}) before step {kill_after_step}:\n"
-                                   f"{process.stderr.read().decode()[-3000:]}")
+                                   f"{log.read().decode(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fit did not reach step {kill_after_step} within {timeout_s:.0f} s")
             time.sleep(0.05)
@@ -123,6 +127,7 @@ def fit_and_kill(config: Path, checkpoint_dir: Path, kill_after_step: int, timeo
         if process.poll() is None:
             process.kill()
             process.wait()
+        log.close()
 
 
 def unreadable_checkpoints(checkpoint_dir: Path) -> list[str]:
