@@ -20,6 +20,7 @@ Writes JSON (``fitting.*`` / ``regression.*`` with ``median_mm_without``, ``medi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
@@ -36,6 +37,11 @@ from regressor.fitting_cli import load_config
 from regressor.types import FaceBatch, LossInputs
 
 PERCEPTUAL = "perceptual_shape"
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries the table)."""
+    print(f"[psl_effect {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def perceptual_label(losses: list[dict], source: str) -> str:
@@ -88,6 +94,7 @@ def run_fitting(budget: Budget, faces: FaceSet, face_model, critic: str, config_
         outputs[condition] = (torch.cat(vertices), torch.cat(landmarks))
         final_losses[condition] = {k: sum(r.history[k][-1] for r in results) / len(results) for k in results[0].history}
         wall[condition] = time.perf_counter() - start
+        log(f"fitting {condition} PSL: {len(faces)} faces in {wall[condition]:.0f} s")
         if condition == "without":
             gradients = gradient_norms(results[0], faces.slice(0, budget.fit_batch), stack, stages[-1].weights,
                                        configured_weight, label, face_model, renderer)
@@ -177,6 +184,7 @@ def run_regression(budget: Budget, faces: FaceSet, train: FaceSet, face_model, c
             module = train_regressor(budget, train, init_args, with_critic(init_args["losses"], critic, scale, warmup),
                                      seed, progress)
             wall[condition] += time.perf_counter() - start
+            log(f"regression seed {seed} {condition} PSL: trained in {time.perf_counter() - start:.0f} s")
             vertices, landmarks = predict(module, faces)
             seed_scores[condition] = score_meshes(vertices, landmarks, face_model.faces, faces, budget.refine_steps)
             scored[condition] += seed_scores[condition]
@@ -224,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     faces = face_set(face_model, "benchmark", budget.benchmark_images, budget.image_size, **cache)
     results: dict = {
         "budget": budget.to_dict(), "critic": critic,
+        "critic_sha256": hashlib.sha256(Path(critic).read_bytes()).hexdigest()[:16],
         "benchmark_set": {"split": "benchmark", "seeds": faces.seeds.tolist(), "extra_geometry": True,
                           "image_size": budget.image_size},
         "command": "python -m benchmarks.psl_effect " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_face = face_model(face_model.zero_params(len(faces)))
     mean_scores = score_meshes(mean_face.vertices, mean_face.now_landmarks3d, face_model.faces, faces, budget.refine_steps)
     results["mean_face"] = summarise(mean_scores)
+    log(f"{len(faces)} benchmark faces ready, mean face scored ({time.perf_counter() - started:.0f} s)")
     curves = {}
     mean_errors = torch.cat([r.errors_mm for r in mean_scores])
     if "fitting" in args.modes:
