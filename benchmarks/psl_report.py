@@ -53,21 +53,21 @@ def plot_cumulative(errors: dict[str, dict[str, torch.Tensor]], path: str | Path
                     max_mm: float | None = None) -> None:
     """NoW-paper-style cumulative error curves: one panel per mode, with and without the term.
 
-    ``errors``: mode -> condition label -> pooled per-point errors (mm).
+    ``errors``: mode -> condition label -> pooled per-point errors (mm). ``max_mm`` fixes the x range;
+    default per panel, 1.5x the 98th percentile of the panel's best curve.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if max_mm is None:
-        pooled = torch.cat([e for conditions in errors.values() for e in conditions.values()])
-        max_mm = float(pooled.quantile(0.98)) * 1.1
     figure, axes = plt.subplots(1, len(errors), figsize=(5 * len(errors), 3.8), squeeze=False)
     styles = {"without": ("tab:blue", "-"), "with": ("tab:red", "-"), "mean face": ("grey", ":")}
     for axis, (mode, conditions) in zip(axes[0], errors.items()):
+        # per panel: up to where the *best* curve of the panel is nearly complete
+        limit = max_mm or 1.5 * min(float(v.quantile(0.98)) for v in conditions.values())
         for label, values in conditions.items():
-            thresholds, fraction = cumulative_error_curve(values, max_mm=max_mm, bins=200)
+            thresholds, fraction = cumulative_error_curve(values, max_mm=limit, bins=200)
             colour, line = styles.get(label, (None, "--"))
             median = float(values.median())
             axis.plot(thresholds, 100 * fraction, color=colour, linestyle=line,
@@ -75,7 +75,7 @@ def plot_cumulative(errors: dict[str, dict[str, torch.Tensor]], path: str | Path
         axis.set_title(mode)
         axis.set_xlabel("scan-to-mesh error (mm)")
         axis.set_ylabel("% of scan points")
-        axis.set_xlim(0, max_mm)
+        axis.set_xlim(0, limit)
         axis.set_ylim(0, 100)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="lower right")
