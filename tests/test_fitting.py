@@ -64,7 +64,8 @@ def test_fitting_a_model_only_sample_reaches_4mm_from_the_mean_face(face_model):
     assert error < 4.0, f"fitted mean vertex error {error:.2f} mm (from {start_error:.2f} mm)"
     assert error < start_error / 2
     assert aligned < start_aligned, f"aligned error {aligned:.2f} mm, mean face {start_aligned:.2f} mm"
-    assert result.history["total"][-1] < result.history["total"][0]
+    # the landmark term falls over the geometric stages (later stages add terms, so the total may rise)
+    assert result.history["landmarks"][result.stage_starts["appearance"] - 1] < result.history["landmarks"][0]
 
 
 def test_batched_fitting_equals_fitting_each_image_alone(face_model):
