@@ -18,9 +18,10 @@ from regressor.data.critic_cache import RenderCache, RenderedCandidates
 from regressor.data.critic_pairs import (
     NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, random_light_directions,
 )
-from regressor.models.critic import ShapeCritic
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.models.critic_objective import CriticObjective, auc, spearman
-from regressor.types import FaceParams
+from regressor.modules.critic_ascent import AscentConfig, ascent_candidates
+from regressor.types import FaceMesh, FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
 
@@ -37,6 +38,10 @@ class CriticModule(pl.LightningModule):
         refresh_probability: chance that a face's cached candidates are re-drawn and re-rendered
             when it comes round again (1.0 = always fresh; see ``RenderCache``).
         log_images_every_n_steps: TensorBoard grid of (image, candidates) rows.
+        ascent: ``AscentConfig`` keyword overrides: self-generated negatives found by climbing the
+            critic's own score (``regressor.modules.critic_ascent``); off unless ``faces_per_step > 0``.
+        init_checkpoint: start from this critic file's weights (``ShapeCritic.from_checkpoint``;
+            its architecture must equal this module's), e.g. to fine-tune with ascent negatives.
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -45,10 +50,14 @@ class CriticModule(pl.LightningModule):
                  learning_rate: float = 2e-3, weight_decay: float = 1e-4, light_spread: float = 0.6,
                  background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
-                 log_images_every_n_steps: int = 250) -> None:
+                 log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
+                 init_checkpoint: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs)
+        if init_checkpoint:
+            self._load_initial_weights(init_checkpoint)
+        self.ascent = AscentConfig(**(ascent or {}))
         self.hparams["critic_config"] = self.critic.config
         self.objective = CriticObjective(**(objective or {}))
         self.perturbation = PerturbationConfig(**(perturbation or {}))
@@ -70,6 +79,13 @@ class CriticModule(pl.LightningModule):
         if face_model.v_template.device != self.device:
             face_model.to(self.device)
         return self._tools
+
+    def _load_initial_weights(self, path: str) -> None:
+        initial = ShapeCritic.from_checkpoint(path)
+        if initial.config != self.critic.config:
+            raise CriticCheckpointError(
+                f"init_checkpoint {path}: architecture {initial.config} differs from this module's {self.critic.config}")
+        self.critic.load_state_dict(initial.state_dict())
 
     def render_candidates(self, candidates: CandidateSet, light: Tensor) -> RenderedCandidates:
         """Candidates (B, C) + light directions (B, 3) -> grey renders (B, C, 1, H, W) and masks."""
@@ -122,12 +138,39 @@ class CriticModule(pl.LightningModule):
         image, shaded = augment_pairs(image, shaded, generator)
         scores = self.score(image, shaded)
         losses = self.objective(scores, rendered.error_mm)
+        if self.ascent.active(self.global_step):
+            losses = self._add_ascent_loss(batch, light, generator, losses)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=image.shape[0])
         self.log("train/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
         every = self.hparams.log_images_every_n_steps
         if every and self.global_step % every == 0:
             self._log_grid("train/pairs", image, shaded, scores, rendered.error_mm)
         return losses["total"]
+
+    def _add_ascent_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
+                         losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank [truth, start, end] of a climb of the current critic (see ``critic_ascent``)."""
+        face_model, renderer, _ = self.tools()
+        n = min(self.ascent.faces_per_step, batch["image"].shape[0])
+        params = FaceParams.from_dict(batch["params"])[torch.arange(n, device=self.device)]
+        light = light[:n].to(self.device)
+
+        def render(vertices: Tensor, camera: Tensor):
+            zeros = vertices.new_zeros
+            mesh = FaceMesh(vertices, face_model.faces, zeros(len(vertices), 68, 3), zeros(len(vertices), 7, 3))
+            return renderer(mesh, camera, light_direction=light.repeat_interleave(len(vertices) // n, dim=0))
+
+        with torch.enable_grad():
+            rendered = ascent_candidates(self.critic, face_model, render, batch["image"][:n], params,
+                                         batch["vertices"][:n], self.ascent, generator)
+        image, shaded = augment_pairs(batch["image"][:n], self._randomise_background(rendered, generator), generator)
+        ascent_losses = self.objective(self.score(image, shaded), rendered.error_mm)
+        climbed = rendered.error_mm[:, 2] - rendered.error_mm[:, 1]
+        losses = dict(losses)
+        losses["ascent"] = ascent_losses["total"]
+        losses["ascent_error_change_mm"] = climbed.mean().detach()
+        losses["total"] = losses["total"] + self.ascent.weight * ascent_losses["total"]
+        return losses
 
     def validation_candidates(self, params: FaceParams, vertices: Tensor, seed: int) -> CandidateSet:
         """Fixed per seed: 2 negatives of every type, severities spread over (0, 1]."""

@@ -1,0 +1,104 @@
+"""Self-generated negatives: geometries reached by climbing the critic's own score.
+
+Why: a critic trained only on hand-made perturbations ranks those well but can still be
+*exploited*: gradient ascent on its score finds parameter directions that raise the score while
+the true vertex error grows (an adversarial example in parameter space). That is exactly what a
+loss must not allow, because fitting and regression follow the same gradient. So, during
+training, we start from a perturbed copy of a face's true parameters, run a few Adam steps that
+maximise the *current* critic score, and add the start and end geometries as extra candidates
+with their true mean vertex error. The ranking objective then corrects any step that raised the
+score without lowering the error (hard-negative mining along the critic's own gradient, as in
+adversarial training; no library provides it for a render-in-the-loop critic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from regressor.data.critic_cache import RenderedCandidates
+from regressor.data.critic_pairs import mean_vertex_error_mm
+from regressor.types import FaceParams, replace
+
+ASCENT_TYPE_INDEX = -2  # type_index of ascent candidates (positive = -1, hand-made types >= 0)
+
+
+@dataclass
+class AscentConfig:
+    """How the self-generated negatives are made (``faces_per_step = 0`` switches them off).
+
+    Attributes:
+        faces_per_step: faces of each training batch that get an ascent trajectory.
+        max_steps: Adam steps per trajectory; each training step draws a count in [1, max_steps]
+            so the critic sees points all along the trajectory.
+        learning_rate: Adam learning rate of the ascent (coefficient units, basis std).
+        start_noise: std of the starting perturbation of every climbed coefficient, scaled per face
+            by a uniform draw in [0.25, 1] so starts range from near-truth to far off.
+        variables: which ``FaceParams`` fields are climbed.
+        weight: weight of the ascent group's ranking loss, added to the objective's total.
+        start_step: global step from which ascent negatives are used (0 = from the start).
+    """
+
+    faces_per_step: int = 0
+    max_steps: int = 10
+    learning_rate: float = 0.1
+    start_noise: float = 0.8
+    variables: tuple[str, ...] = field(default=("shape", "expression"))
+    weight: float = 1.0
+    start_step: int = 0
+
+    def __post_init__(self) -> None:
+        known = {"shape", "expression", "jaw_pose", "global_pose"}
+        unknown = set(self.variables) - known
+        if unknown:
+            raise ValueError(f"AscentConfig.variables: unknown fields {sorted(unknown)}; known: {sorted(known)}")
+        self.variables = tuple(self.variables)
+        if self.faces_per_step < 0 or self.max_steps < 1 or self.learning_rate <= 0:
+            raise ValueError("AscentConfig: faces_per_step >= 0, max_steps >= 1 and learning_rate > 0 are required")
+
+    def active(self, global_step: int) -> bool:
+        return self.faces_per_step > 0 and global_step >= self.start_step
+
+
+def ascent_candidates(critic, face_model, render, image: Tensor, params: FaceParams, truth: Tensor,
+                      config: AscentConfig, generator: torch.Generator) -> RenderedCandidates:
+    """Climb the critic's score from perturbed parameters; render [truth, start, end] per face.
+
+    Args:
+        critic: the ShapeCritic being trained (used in eval mode for the climb, then restored).
+        face_model: FaceModel; ``render(vertices, camera) -> Renders`` draws grey renders.
+        image: (B, 3, H, W) the faces' images; params / truth: their true parameters and vertices.
+    Returns:
+        RenderedCandidates with C = 3 columns (truth, start, end); errors in mm against ``truth``.
+    """
+    b = params.batch_size
+    displacement = truth - face_model(params).vertices.detach()  # keep detail beyond the model
+    scale = 0.25 + 0.75 * torch.rand(b, 1, generator=generator)
+    start = {name: getattr(params, name) + config.start_noise * scale.to(truth)
+             * torch.randn(getattr(params, name).shape, generator=generator).to(truth) for name in config.variables}
+    climbing = {name: value.clone().requires_grad_(True) for name, value in start.items()}
+    optimizer = torch.optim.Adam(list(climbing.values()), lr=config.learning_rate)
+    steps = int(torch.randint(1, config.max_steps + 1, (1,), generator=generator))
+    was_training = critic.training
+    critic.eval()
+    try:
+        for _ in range(steps):
+            vertices = face_model(replace(params, **climbing)).vertices + displacement
+            score = critic(image, render(vertices, params.camera).shaded)
+            gradients = torch.autograd.grad(score.sum(), list(climbing.values()))
+            for value, gradient in zip(climbing.values(), gradients):
+                value.grad = -gradient  # Adam minimises: ascend the score
+            optimizer.step()
+    finally:
+        critic.train(was_training)
+    with torch.no_grad():
+        start_vertices = face_model(replace(params, **start)).vertices + displacement
+        end_vertices = face_model(replace(params, **{k: v.detach() for k, v in climbing.items()})).vertices + displacement
+        vertices = torch.stack([truth, start_vertices, end_vertices], dim=1)  # (B, 3, V, 3)
+        renders = render(vertices.flatten(0, 1), params.camera.repeat_interleave(3, dim=0))
+        error = mean_vertex_error_mm(vertices, truth[:, None])
+    unflat = lambda x: x.reshape(b, 3, *x.shape[1:])  # noqa: E731
+    type_index = torch.full((b, 3), ASCENT_TYPE_INDEX, dtype=torch.long, device=truth.device)
+    type_index[:, 0] = -1
+    return RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), error, type_index)
