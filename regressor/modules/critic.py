@@ -20,7 +20,7 @@ from regressor.data.critic_pairs import (
 )
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.models.critic_objective import CriticObjective, auc, spearman
-from regressor.modules.critic_ascent import AscentConfig, ascent_candidates
+from regressor.modules.critic_ascent import AscentConfig, ascent_candidates, gradient_probe
 from regressor.types import FaceMesh, FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
@@ -42,6 +42,8 @@ class CriticModule(pl.LightningModule):
             critic's own score (``regressor.modules.critic_ascent``); off unless ``faces_per_step > 0``.
         init_checkpoint: start from this critic file's weights (``ShapeCritic.from_checkpoint``;
             its architecture must equal this module's), e.g. to fine-tune with ascent negatives.
+        val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
+            from perturbed shape/expression; ``val/gradient_fraction`` = share whose error falls; 0 = off).
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -51,7 +53,7 @@ class CriticModule(pl.LightningModule):
                  background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
-                 init_checkpoint: str | None = None) -> None:
+                 init_checkpoint: str | None = None, val_gradient_faces: int = 8) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs)
@@ -72,9 +74,10 @@ class CriticModule(pl.LightningModule):
         from regressor.render import Renderer
 
         if self._tools is None:
-            face_model = FaceModel(self.hparams.face_model_path)
-            renderer = Renderer(image_size=self.hparams.render_size)
-            self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
+            with torch.inference_mode(False):  # may first run in validation; buffers must allow autograd
+                face_model = FaceModel(self.hparams.face_model_path)
+                renderer = Renderer(image_size=self.hparams.render_size)
+                self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
         face_model = self._tools[0]
         if face_model.v_template.device != self.device:
             face_model.to(self.device)
@@ -150,19 +153,11 @@ class CriticModule(pl.LightningModule):
     def _add_ascent_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
                          losses: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rank [truth, start, end] of a climb of the current critic (see ``critic_ascent``)."""
-        face_model, renderer, _ = self.tools()
+        face_model = self.tools()[0]
         n = min(self.ascent.faces_per_step, batch["image"].shape[0])
         params = FaceParams.from_dict(batch["params"])[torch.arange(n, device=self.device)]
-        light = light[:n].to(self.device)
-
-        def render(vertices: Tensor, camera: Tensor):
-            zeros = vertices.new_zeros
-            mesh = FaceMesh(vertices, face_model.faces, zeros(len(vertices), 68, 3), zeros(len(vertices), 7, 3))
-            return renderer(mesh, camera, light_direction=light.repeat_interleave(len(vertices) // n, dim=0))
-
-        with torch.enable_grad():
-            rendered = ascent_candidates(self.critic, face_model, render, batch["image"][:n], params,
-                                         batch["vertices"][:n], self.ascent, generator)
+        rendered = ascent_candidates(self.critic, face_model, self._vertex_renderer(light[:n]), batch["image"][:n],
+                                     params, batch["vertices"][:n], self.ascent, generator)
         image, shaded = augment_pairs(batch["image"][:n], self._randomise_background(rendered, generator), generator)
         ascent_losses = self.objective(self.score(image, shaded), rendered.error_mm)
         climbed = rendered.error_mm[:, 2] - rendered.error_mm[:, 1]
@@ -171,6 +166,17 @@ class CriticModule(pl.LightningModule):
         losses["ascent_error_change_mm"] = climbed.mean().detach()
         losses["total"] = losses["total"] + self.ascent.weight * ascent_losses["total"]
         return losses
+
+    def _vertex_renderer(self, light: Tensor):
+        """``render(vertices (N,V,3), camera (N,3))`` for N = a multiple of len(light) (one light per face)."""
+        face_model, renderer, _ = self.tools()
+        light = light.to(self.device)
+
+        def render(vertices: Tensor, camera: Tensor):
+            zeros = vertices.new_zeros
+            mesh = FaceMesh(vertices, face_model.faces, zeros(len(vertices), 68, 3), zeros(len(vertices), 7, 3))
+            return renderer(mesh, camera, light_direction=light.repeat_interleave(len(vertices) // len(light), dim=0))
+        return render
 
     def validation_candidates(self, params: FaceParams, vertices: Tensor, seed: int) -> CandidateSet:
         """Fixed per seed: 2 negatives of every type, severities spread over (0, 1]."""
@@ -194,6 +200,17 @@ class CriticModule(pl.LightningModule):
                                   "type": rendered.type_index.cpu()})
         if batch_idx == 0:
             self._log_grid("val/pairs", image, shaded, scores, rendered.error_mm)
+            self._log_gradient_probe(batch, default_light)
+
+    def _log_gradient_probe(self, batch: dict[str, Any], light: Tensor) -> None:
+        n = min(self.hparams.val_gradient_faces, batch["image"].shape[0])
+        if n == 0:
+            return
+        with torch.inference_mode(False):  # validation runs in inference mode; the probe needs autograd
+            params = FaceParams.from_dict({k: v[:n].clone() for k, v in batch["params"].items()})
+            probe = gradient_probe(self.critic, self.tools()[0], self._vertex_renderer(light[:n].clone()),
+                                   batch["image"][:n].clone(), params, batch["vertices"][:n].clone())
+        self.log_dict({f"val/{k}": v for k, v in probe.items()}, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
