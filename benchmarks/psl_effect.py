@@ -66,7 +66,8 @@ def with_critic(losses: list[dict], critic: str, weight_scale: float = 1.0, warm
 
 
 # ------------------------------------------------------------------------------------------ fitting
-def run_fitting(budget: Budget, faces: FaceSet, face_model, critic: str, config_path: str, progress: bool) -> tuple[dict, dict]:
+def run_fitting(budget: Budget, faces: FaceSet, face_model, critic: str, config_path: str, progress: bool,
+                weight_scale: float = 1.0) -> tuple[dict, dict]:
     from regressor.losses import LossStack
     from regressor.render import Renderer
 
@@ -79,7 +80,7 @@ def run_fitting(budget: Budget, faces: FaceSet, face_model, critic: str, config_
         stage.steps = max(1, round(stage.steps * budget.fit_steps_scale))
     configured_weight = stack.weights[label]
     outputs, final_losses, wall = {}, {}, {}
-    for condition, weight in (("without", 0.0), ("with", configured_weight)):
+    for condition, weight in (("without", 0.0), ("with", configured_weight * weight_scale)):
         stack.weights[label] = weight
         start = time.perf_counter()
         vertices, landmarks, results = [], [], []
@@ -101,7 +102,7 @@ def run_fitting(budget: Budget, faces: FaceSet, face_model, critic: str, config_
     stack.weights[label] = configured_weight
     scored = {c: score_meshes(v, l, face_model.faces, faces, budget.refine_steps) for c, (v, l) in outputs.items()}
     report = compare(scored["without"], scored["with"])
-    report.update(config=config_path, perceptual_weight=configured_weight,
+    report.update(config=config_path, perceptual_weight=configured_weight * weight_scale,
                   steps=[{"name": s.name, "steps": s.steps, "weights": s.weights} for s in stages],
                   final_losses=final_losses, gradient_norms_at_perceptual_stage=gradients, wall_s=wall)
     errors = {c: torch.cat([r.errors_mm for r in results]) for c, results in scored.items()}
@@ -172,14 +173,14 @@ def predict(module, faces: FaceSet, chunk: int = 16) -> tuple[torch.Tensor, torc
 
 
 def run_regression(budget: Budget, faces: FaceSet, train: FaceSet, face_model, critic: str, config_path: str,
-                   progress: bool) -> tuple[dict, dict]:
+                   progress: bool, weight_scale: float = 1.0) -> tuple[dict, dict]:
     init_args, warmup_fraction = regressor_settings(config_path)
     warmup = round(warmup_fraction * budget.train_steps)
     scored: dict[str, list] = {"without": [], "with": []}
     per_seed, wall = {}, {"without": 0.0, "with": 0.0}
     for seed in budget.train_seeds:
         seed_scores = {}
-        for condition, scale in (("without", 0.0), ("with", 1.0)):
+        for condition, scale in (("without", 0.0), ("with", weight_scale)):
             start = time.perf_counter()
             module = train_regressor(budget, train, init_args, with_critic(init_args["losses"], critic, scale, warmup),
                                      seed, progress)
@@ -194,7 +195,7 @@ def run_regression(budget: Budget, faces: FaceSet, train: FaceSet, face_model, c
     reductions = torch.tensor([r["reduction"] for r in per_seed.values()])
     report.update(config=config_path, warmup_steps=warmup, seeds=per_seed, wall_s=wall,
                   reduction_seed_std=float(reductions.std()) if len(reductions) > 1 else None,
-                  perceptual_weight=next(s["weight"] for s in init_args["losses"] if s["name"] == PERCEPTUAL))
+                  perceptual_weight=weight_scale * next(s["weight"] for s in init_args["losses"] if s["name"] == PERCEPTUAL))
     errors = {c: torch.cat([r.errors_mm for r in results]) for c, results in scored.items()}
     return report, errors
 
@@ -214,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="regenerate the synthetic sets")
     parser.add_argument("--cache-dir", default=None, help=f"synthetic set cache (default {CACHE_DIR})")
     parser.add_argument("--progress", action="store_true", help="progress bars")
+    parser.add_argument("--split", choices=("benchmark", "val"), default="benchmark",
+                        help="faces to score: the held-out benchmark split, or `val` to choose loss weights on faces "
+                             "the reported figures never use")
+    parser.add_argument("--weight-scale", type=float, default=1.0,
+                        help="multiplies the configured perceptual weight in the 'with' arm (weight sweeps on --split val)")
     return parser
 
 
@@ -229,12 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     face_model = FaceModel.builtin()
     cache = {"cache": not args.no_cache, "cache_dir": Path(args.cache_dir) if args.cache_dir else CACHE_DIR}
-    faces = face_set(face_model, "benchmark", budget.benchmark_images, budget.image_size, **cache)
+    faces = face_set(face_model, args.split, budget.benchmark_images, budget.image_size, **cache)
     results: dict = {
         "budget": budget.to_dict(), "critic": critic,
         "critic_sha256": hashlib.sha256(Path(critic).read_bytes()).hexdigest()[:16],
-        "benchmark_set": {"split": "benchmark", "seeds": faces.seeds.tolist(), "extra_geometry": True,
+        "benchmark_set": {"split": args.split, "seeds": faces.seeds.tolist(), "extra_geometry": True,
                           "image_size": budget.image_size},
+        "weight_scale": args.weight_scale,
         "command": "python -m benchmarks.psl_effect " + " ".join(argv if argv is not None else sys.argv[1:]),
         "platform": {"python": platform.python_version(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "machine": platform.machine()},
@@ -242,16 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     mean_face = face_model(face_model.zero_params(len(faces)))
     mean_scores = score_meshes(mean_face.vertices, mean_face.now_landmarks3d, face_model.faces, faces, budget.refine_steps)
     results["mean_face"] = summarise(mean_scores)
-    log(f"{len(faces)} benchmark faces ready, mean face scored ({time.perf_counter() - started:.0f} s)")
+    log(f"{len(faces)} {args.split} faces ready, mean face scored ({time.perf_counter() - started:.0f} s)")
     curves = {}
     mean_errors = torch.cat([r.errors_mm for r in mean_scores])
     if "fitting" in args.modes:
-        results["fitting"], errors = run_fitting(budget, faces, face_model, critic, args.fit_config, args.progress)
+        results["fitting"], errors = run_fitting(budget, faces, face_model, critic, args.fit_config, args.progress,
+                                                 args.weight_scale)
         curves["fitting"] = {**errors, "mean face": mean_errors}
     if "regression" in args.modes:
         train = face_set(face_model, "train", budget.train_samples, budget.image_size, **cache)
         results["regression"], errors = run_regression(budget, faces, train, face_model, critic,
-                                                       args.regressor_config, args.progress)
+                                                       args.regressor_config, args.progress, args.weight_scale)
         curves["regression"] = {**errors, "mean face": mean_errors}
     results["wall_s"] = time.perf_counter() - started
     table = markdown(results)
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     Path(args.markdown or json_path.with_suffix(".md")).write_text(table)
     plot_cumulative(curves, args.plot or json_path.with_suffix(".png"),
-                    title=f"NoW-style error, synthetic benchmark split ({len(faces)} faces, budget {budget.name})")
+                    title=f"NoW-style error, synthetic {args.split} split ({len(faces)} faces, budget {budget.name})")
     print(table)
     print(f"wrote {json_path} in {results['wall_s']:.0f} s")
     return 0

@@ -47,6 +47,20 @@ def test_smoke_budget_writes_json_table_and_plot(tmp_path, tiny_critic, cache_di
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_val_split_weight_sweep_scores_other_faces_with_a_scaled_weight(tmp_path, tiny_critic, cache_dir):
+    out = tmp_path / "sweep.json"
+    assert main(["--budget", "smoke", "--json", str(out), "--critic", str(tiny_critic), "--cache-dir", str(cache_dir),
+                 "--modes", "fitting", "--split", "val", "--weight-scale", "3"]) == 0
+    results = json.loads(out.read_text())
+    assert results["benchmark_set"]["split"] == "val" and results["benchmark_set"]["seeds"][0] == 10_000_000
+    import yaml
+
+    losses = yaml.safe_load(open("configs/fitting/default.yaml"))["losses"]
+    configured = next(spec["weight"] for spec in losses if spec["name"] == "perceptual_shape")
+    assert results["fitting"]["perceptual_weight"] == pytest.approx(3 * configured)
+    assert results["weight_scale"] == 3.0 and "regression" not in results
+
+
 def test_without_condition_differs_only_in_the_perceptual_weight():
     losses = [{"name": "landmarks", "weight": 1.0}, {"name": "perceptual_shape", "weight": 0.05, "warmup_steps": 60}]
     off = with_critic(losses, "c.pt", 0.0, warmup_steps=9)
