@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from regressor.data.critic_pairs import mesh_for_rendering
 from regressor.face_model import FaceModel
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.modules.critic_ascent import ASCENT_TYPE_INDEX, AscentConfig, ascent_candidates
 from regressor.render import Renderer
-from regressor.types import FaceMesh
 
 TINY = {"channels": [8, 8, 16, 16], "stem_width": 8}
 
@@ -32,9 +32,7 @@ def make_render(face_model, size=32):
     renderer = Renderer(image_size=size)
 
     def render(vertices, camera):
-        zeros = vertices.new_zeros
-        return renderer(FaceMesh(vertices, face_model.faces, zeros(len(vertices), 68, 3), zeros(len(vertices), 7, 3)),
-                        camera)
+        return renderer(mesh_for_rendering(vertices, face_model.faces), camera)
     return render
 
 

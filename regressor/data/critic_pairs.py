@@ -247,12 +247,17 @@ class NegativeGenerator:
         return out
 
 
+def mesh_for_rendering(vertices: Tensor, faces: Tensor) -> FaceMesh:
+    """(N, V, 3) vertices -> a FaceMesh the renderer accepts (dummy landmarks: only the surface is drawn)."""
+    zeros = vertices.new_zeros
+    n = vertices.shape[0]
+    return FaceMesh(vertices=vertices, faces=faces, landmarks3d=zeros(n, 68, 3), now_landmarks3d=zeros(n, 7, 3))
+
+
 def candidate_meshes(candidates: CandidateSet, faces: Tensor) -> FaceMesh:
     """Flatten a CandidateSet into one (B*C)-batch FaceMesh for the renderer (dummy landmarks)."""
     b, c, v, _ = candidates.vertices.shape
-    verts = candidates.vertices.reshape(b * c, v, 3)
-    zeros = verts.new_zeros
-    return FaceMesh(vertices=verts, faces=faces, landmarks3d=zeros(b * c, 68, 3), now_landmarks3d=zeros(b * c, 7, 3))
+    return mesh_for_rendering(candidates.vertices.reshape(b * c, v, 3), faces)
 
 
 def random_light_directions(batch_size: int, generator: torch.Generator, spread: float = 0.6,

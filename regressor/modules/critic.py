@@ -16,12 +16,13 @@ from torch import Tensor
 
 from regressor.data.critic_cache import RenderCache, RenderedCandidates
 from regressor.data.critic_pairs import (
-    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, random_light_directions,
+    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering,
+    random_light_directions,
 )
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.models.critic_objective import CriticObjective, auc, spearman
 from regressor.modules.critic_ascent import AscentConfig, ascent_candidates, gradient_probe
-from regressor.types import FaceMesh, FaceParams
+from regressor.types import FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
 
@@ -173,9 +174,8 @@ class CriticModule(pl.LightningModule):
         light = light.to(self.device)
 
         def render(vertices: Tensor, camera: Tensor):
-            zeros = vertices.new_zeros
-            mesh = FaceMesh(vertices, face_model.faces, zeros(len(vertices), 68, 3), zeros(len(vertices), 7, 3))
-            return renderer(mesh, camera, light_direction=light.repeat_interleave(len(vertices) // len(light), dim=0))
+            return renderer(mesh_for_rendering(vertices, face_model.faces), camera,
+                            light_direction=light.repeat_interleave(len(vertices) // len(light), dim=0))
         return render
 
     def validation_candidates(self, params: FaceParams, vertices: Tensor, seed: int) -> CandidateSet:
