@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from regressor.data.critic_pairs import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mean_vertex_error_mm
-from regressor.data.splits import SPLIT_SEEDS
-from regressor.models.critic import ShapeCritic
-from regressor.models.critic_objective import auc, spearman
+from regressor.critic.negatives import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mean_vertex_error_mm
+from regressor.synthetic.splits import SPLIT_SEEDS
+from regressor.critic.network import ShapeCritic
+from regressor.critic.objective import auc, spearman
 from regressor.types import FaceMesh, replace
 
 SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)
@@ -40,7 +40,7 @@ GOALS = {"auc_2mm": ">= 0.95", "spearman": "<= -0.7", "topology_ratio": "< 0.1",
 
 
 def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int):
-    from regressor.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+    from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
 
     seeds = [SPLIT_SEEDS["test"] + seed_offset + i for i in range(num_faces)]
     generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig())

@@ -58,7 +58,7 @@ def tiny_fit_config(out_dir: Path, max_steps: int, seed: int = 0, train_dir: Opt
             ],
         },
         "model": {
-            "class_path": "regressor.modules.regression.RegressorModule",
+            "class_path": "regressor.training.regression.RegressorModule",
             "init_args": {
                 "backbone": "mobilenetv3_small_050", "n_shape": 10, "n_expression": 5, "n_albedo": 4,
                 "renderer": {"backend": "torch"},
@@ -68,7 +68,7 @@ def tiny_fit_config(out_dir: Path, max_steps: int, seed: int = 0, train_dir: Opt
             },
         },
         "data": {
-            "class_path": "regressor.data.datamodule.FaceDataModule",
+            "class_path": "regressor.training.datamodule.FaceDataModule",
             "init_args": {"image_size": 32, "batch_size": 2, "num_workers": 0, "synthetic_train_samples": 1000,
                           "synthetic_val_samples": 2, "synthetic_test_samples": 2},
         },

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from regressor.data.displacement import displace_landmarks
-from regressor.data.splits import sample_seed
-from regressor.data.synthetic import SyntheticFaceGenerator
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.displacement import displace_landmarks
+from regressor.synthetic.splits import sample_seed
+from regressor.synthetic.generator import SyntheticFaceGenerator
+from regressor.synthetic.config import SyntheticConfig
 from regressor.evaluation.now import NowResult, now_error
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -148,7 +148,7 @@ def regressor_settings(config_path: str) -> tuple[dict, float]:
 def train_regressor(budget: Budget, train: FaceSet, init_args: dict, losses: list[dict], seed: int, progress: bool):
     import pytorch_lightning as pl
 
-    from regressor.modules.regression import RegressorModule
+    from regressor.training.regression import RegressorModule
 
     pl.seed_everything(seed, verbose=False)
     module = RegressorModule(**{**init_args, "backbone": budget.backbone, "image_size": budget.image_size,

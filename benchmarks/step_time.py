@@ -45,7 +45,7 @@ GOAL_CRITIC_SHARE = 0.35
 def critic_checkpoint(workdir: Path) -> tuple[Path, str]:
     if SHIPPED_CRITIC.is_file():
         return SHIPPED_CRITIC, "shipped checkpoints/critic.pt"
-    from regressor.models.critic import ShapeCritic
+    from regressor.critic.network import ShapeCritic
 
     init = yaml.safe_load(CRITIC_CONFIG.read_text())["model"]["init_args"]
     critic = ShapeCritic(backbone=init["backbone"], image_size=init["image_size"], backbone_kwargs=init.get("backbone_kwargs"))
@@ -58,7 +58,7 @@ def quickstart_batches(num_batches: int) -> tuple[list[dict], dict]:
     """Pre-rendered training batches (split ``train``) with the quickstart's size and batch size."""
     from torch.utils.data import default_collate
 
-    from regressor.data.synthetic import SyntheticFaceDataset
+    from regressor.synthetic.generator import SyntheticFaceDataset
 
     config = yaml.safe_load(QUICKSTART.read_text())
     data = config["data"]["init_args"]
@@ -72,7 +72,7 @@ def quickstart_batches(num_batches: int) -> tuple[list[dict], dict]:
 
 def build_variant(config: dict, losses: list[dict]):
     """A quickstart ``RegressorModule`` with the given loss stack, and its optimizer."""
-    from regressor.modules.regression import RegressorModule
+    from regressor.training.regression import RegressorModule
 
     init = dict(config["model"]["init_args"], losses=losses, image_size=config["data"]["init_args"]["image_size"])
     init["scheduler"] = "none"  # the schedule needs a Trainer and does not change the step cost
@@ -112,7 +112,7 @@ def interleaved_timings(variants: dict, batches: list[dict], steps: int, warmup:
 
 
 def time_critic_alone(critic_path: Path, batch: dict, repeats: int) -> float:
-    from regressor.models.critic import ShapeCritic
+    from regressor.critic.network import ShapeCritic
 
     critic = ShapeCritic.from_checkpoint(critic_path).requires_grad_(False).eval()
     image = batch["image"]

@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
-from callbacks.visuals import reconstruction_panels
+from regressor.io.visuals import reconstruction_panels
 from regressor.types import FaceBatch
 
 PANELS_PER_SAMPLE = 5

@@ -1,6 +1,6 @@
 """`regressor` console script.
 
-``fit | validate | test | predict`` go to LightningCLI (see ``regressor.lightning_cli``); the
+``fit | validate | test | predict`` go to LightningCLI (see ``regressor.training.cli``); the
 helper subcommands below are plain argparse programs, each living next to the code it drives.
 A subcommand is registered by one line here and imported lazily, so ``regressor synth`` does
 not pay for importing Lightning.
@@ -13,8 +13,8 @@ import sys
 HELPER_COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line help)
     "model": ("regressor.face_model.cli:main", "build/inspect the face model, export .obj files"),
-    "synth": ("regressor.data.synth_cli:main", "write a synthetic dataset with ground truth to disk"),
-    "contact-sheet": ("regressor.data.contact_sheet:main", "png grid of synthetic samples"),
+    "synth": ("regressor.synthetic.synth_cli:main", "write a synthetic dataset with ground truth to disk"),
+    "contact-sheet": ("regressor.synthetic.contact_sheet:main", "png grid of synthetic samples"),
     "optimize": ("regressor.fitting_cli:main", "per-image iterative fitting (optionally with the critic)"),
     "landmarks": ("regressor.detect.cli:main", "detect 68 iBUG landmarks offline (needs the [detect] extra)"),
 }
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int | None:
         function = getattr(importlib.import_module(module_name), function_name)
         return function(argv[1:])
     if command in LIGHTNING_COMMANDS:
-        from regressor.lightning_cli import run_lightning_cli
+        from regressor.training.cli import run_lightning_cli
 
         run_lightning_cli(argv)
         return 0

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def render_split(split: str, num: int, size: int, out: Path) -> Path:
     """``regressor synth`` into ``out`` unless an identical set is already there."""
-    from regressor.data.synth_cli import main as synth
+    from regressor.synthetic.synth_cli import main as synth
 
     manifest = out / "manifest.json"
     if manifest.is_file():
@@ -75,7 +75,7 @@ def held_out_errors(checkpoint: Path, test_dir: Path) -> dict[str, float]:
     import torch
 
     from regressor.inference import Reconstructor
-    from regressor.modules.regression import vertex_errors_mm
+    from regressor.training.regression import vertex_errors_mm
 
     reconstructor = Reconstructor.from_checkpoint(checkpoint)
     images = sorted((test_dir / "images").glob("*.png"))
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
     from regressor.face_model import FaceModel
     from regressor.face_model.cli import export_obj
-    from regressor.lightning_cli import run_lightning_cli
+    from regressor.training.cli import run_lightning_cli
 
     start = time.perf_counter()
     total = 6

@@ -90,8 +90,8 @@ def _dataset(args, image_size: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from callbacks.prediction_writer import write_reconstruction
-    from regressor.inference import Reconstruction
+    from regressor.io.reconstruction import write_reconstruction
+    from regressor.pipeline import Reconstruction
 
     config = load_config(args.config)
     device = torch.device(args.device)

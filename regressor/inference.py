@@ -12,14 +12,14 @@ stack (and the critic inside it) is not needed and not built.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from regressor.pipeline import Reconstruction, ReconstructionPipeline, build_pipeline
 from regressor.types import FaceMesh, FaceParams, Renders
 
 PIPELINE_PREFIX = "pipeline."
@@ -29,82 +29,6 @@ PIPELINE_HPARAMS = ("backbone", "n_shape", "n_expression", "n_albedo", "image_si
 
 class CheckpointKindError(ValueError):
     """A file that is not a regressor checkpoint (a critic checkpoint, a random file, ...)."""
-
-
-@dataclass
-class Reconstruction:
-    """What the regressor makes of a batch of B images.
-
-    Attributes:
-        params: predicted ``FaceParams`` (B, ...).
-        mesh: the face model's ``FaceMesh`` for them (vertices in metres, model space).
-        renders: ``Renders`` at the pipeline's image size.
-        images: (B, 3, H, W) the network input in [0, 1] (after resizing), for overlays.
-        names: optional per-image names (file stems) for writing outputs.
-    """
-
-    params: FaceParams
-    mesh: FaceMesh
-    renders: Renders
-    images: Optional[Tensor] = None
-    names: Optional[list[str]] = None
-
-    def to(self, device) -> "Reconstruction":
-        images = None if self.images is None else self.images.to(device)
-        return Reconstruction(self.params.to(device), self.mesh.to(device), self.renders.to(device), images, self.names)
-
-
-class ReconstructionPipeline(nn.Module):
-    """image -> encoder -> ``FaceParams`` -> face model -> ``FaceMesh`` -> renderer -> ``Renders``.
-
-    Plain PyTorch, shared by ``RegressorModule`` (training) and ``Reconstructor`` (inference).
-    """
-
-    def __init__(self, encoder: nn.Module, face_model: nn.Module, renderer: nn.Module, image_size: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.face_model = face_model
-        self.renderer = renderer
-        self.image_size = image_size
-
-    def forward(self, images: Tensor) -> Reconstruction:
-        """images: (B, 3, image_size, image_size) float in [0, 1]."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(
-                f"expected {self.image_size}x{self.image_size} images (the model's image_size), "
-                f"got {images.shape[-2]}x{images.shape[-1]}"
-            )
-        params = self.encoder(images)
-        mesh = self.face_model(params)
-        albedo = self.face_model.albedo(params.albedo)
-        renders = self.renderer(mesh, params.camera, albedo=albedo, light=params.light)
-        return Reconstruction(params=params, mesh=mesh, renders=renders, images=images)
-
-
-def build_pipeline(
-    backbone: str = "mobilenetv3_small_100",
-    n_shape: int = 100,
-    n_expression: int = 50,
-    n_albedo: int = 10,
-    image_size: int = 64,
-    encoder: Optional[dict[str, Any]] = None,
-    face_model: Optional[dict[str, Any]] = None,
-    renderer: Optional[dict[str, Any]] = None,
-) -> ReconstructionPipeline:
-    """Build the pipeline from the (yaml-friendly) hyper-parameters of ``RegressorModule``."""
-    from regressor.face_model import FaceModel
-    from regressor.models.encoder import FaceEncoder
-    from regressor.render import Renderer
-
-    sizes = dict(n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo)
-    return ReconstructionPipeline(
-        encoder=FaceEncoder(backbone=backbone, **sizes, **(encoder or {})),
-        face_model=FaceModel(**sizes, **(face_model or {})),
-        renderer=Renderer(image_size=image_size, **(renderer or {})),
-        image_size=image_size,
-    )
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:

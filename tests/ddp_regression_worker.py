@@ -16,7 +16,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from regressor.modules.regression import RegressorModule  # noqa: E402
+from regressor.training.regression import RegressorModule  # noqa: E402
 from tests.regression_helpers import loader, random_batch, tiny_module_kwargs  # noqa: E402
 
 

@@ -9,8 +9,9 @@ from PIL import Image
 
 from callbacks.atomic_checkpoint import AtomicCheckpointIO, atomic_torch_save
 from callbacks.image_grid import PANELS_PER_SAMPLE, ImageGridLogger
-from callbacks.prediction_writer import MeshPredictionWriter, write_reconstruction
-from regressor.modules.regression import RegressorModule
+from callbacks.prediction_writer import MeshPredictionWriter
+from regressor.io.reconstruction import write_reconstruction
+from regressor.training.regression import RegressorModule
 from tests.regression_helpers import TINY_SIZE, loader, random_batch, tiny_module_kwargs
 
 

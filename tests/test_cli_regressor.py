@@ -76,3 +76,15 @@ def test_a_cli_checkpoint_loads_in_the_reconstructor_without_the_config(fitted):
     reconstructor = Reconstructor.from_checkpoint(out / "dirpath" / "last.ckpt")
     result = reconstructor.predict(torch.rand(2, 3, TINY_SIZE, TINY_SIZE))
     assert result.mesh.vertices.shape[0] == 2 and result.renders.shaded.shape[-1] == TINY_SIZE
+
+
+def test_config_with_a_class_path_from_before_the_architecture_step_names_the_new_path(tmp_path):
+    from regressor.training.cli import MovedClassPathError
+
+    old = QUICKSTART.read_text().replace(
+        "regressor.training.regression.RegressorModule", "regressor.modules.regression.RegressorModule"
+    )
+    config = tmp_path / "old.yaml"
+    config.write_text(old)
+    with pytest.raises(MovedClassPathError, match="regressor.training.regression.RegressorModule"):
+        main(["fit", "--config", str(config)])

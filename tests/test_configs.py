@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from regressor.cli import main
-from regressor.data.splits import HELD_OUT_SPLITS
+from regressor.synthetic.splits import HELD_OUT_SPLITS
 from tests.regression_helpers import (
     CONFIG_ROOT, QUICKSTART, TINY_SIZE, critic_checkpoint, fitting_configs, lightning_configs, shrink_config,
     shrink_fitting_config,

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regressor.data.critic_pairs import mesh_for_rendering
+from regressor.critic.negatives import mesh_for_rendering
 from regressor.face_model import FaceModel
-from regressor.models.critic import CriticCheckpointError, ShapeCritic
-from regressor.modules.critic_ascent import ASCENT_TYPE_INDEX, AscentConfig, ascent_candidates
+from regressor.critic.network import CriticCheckpointError, ShapeCritic
+from regressor.critic.ascent import ASCENT_TYPE_INDEX, AscentConfig, ascent_candidates
 from regressor.render import Renderer
 
 TINY = {"channels": [8, 8, 16, 16], "stem_width": 8}
@@ -107,7 +107,7 @@ def test_module_fine_tunes_from_a_critic_file_with_ascent_negatives(tmp_path):
 
 
 def test_module_refuses_an_init_checkpoint_of_another_architecture(tmp_path):
-    from regressor.modules.critic import CriticModule
+    from regressor.training.critic import CriticModule
 
     ShapeCritic("resnet10t", 32, TINY).save_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CriticCheckpointError, match="architecture"):

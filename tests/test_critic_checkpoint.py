@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from regressor.models.critic import CriticCheckpointError, ShapeCritic
+from regressor.critic.network import CriticCheckpointError, ShapeCritic
 
 TINY = dict(backbone="resnet10t", image_size=32, backbone_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8})
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from regressor.cli import main as regressor_main
-from regressor.models.critic import ShapeCritic
-from regressor.modules.critic import ranking_metrics
+from regressor.critic.network import ShapeCritic
+from regressor.training.critic import ranking_metrics
 
 TINY_OVERRIDES = [
     "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
@@ -34,7 +34,7 @@ def test_critic_config_trains_and_its_lightning_checkpoint_loads_as_a_critic(tmp
     assert critic.image_size == 32 and not critic.training
     assert list((tmp_path / "logs").rglob("events.out.tfevents*"))
 
-    from regressor.modules.critic_export import main as export_main
+    from regressor.critic.export import main as export_main
 
     out = tmp_path / "critic.pt"
     export_main(["--ckpt", str(checkpoints[0]), "--out", str(out), "--config", config, "--extra", "wall_time_min=1"])

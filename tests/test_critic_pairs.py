@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regressor.data.critic_cache import RenderCache, RenderedCandidates
-from regressor.data.critic_pairs import (
+from regressor.critic.render_cache import RenderCache, RenderedCandidates
+from regressor.critic.negatives import (
     NEGATIVE_TYPES, NegativeGenerator, PerturbationConfig, aligned_to_camera, random_light_directions,
 )
 from regressor.face_model import FaceModel

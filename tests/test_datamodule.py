@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from regressor.data.datamodule import FaceDataModule
+from regressor.training.datamodule import FaceDataModule
 from regressor.data.landmarks_io import load_landmarks
 from regressor.data.mixing import MixedFaceDataset
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.config import SyntheticConfig
 from regressor.types import FaceBatch
 from tests.face_folder_fixtures import make_face_folder
 
@@ -159,7 +159,7 @@ def test_training_run_over_a_folder_with_ten_percent_bad_files_completes_and_log
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
 
-    from regressor.modules.regression import RegressorModule
+    from regressor.training.regression import RegressorModule
     from tests.regression_helpers import tiny_module_kwargs
 
     faces = tmp_path / "faces"

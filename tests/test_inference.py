@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from regressor.inference import CheckpointKindError, Reconstructor
-from regressor.modules.regression import RegressorModule
+from regressor.training.regression import RegressorModule
 from tests.regression_helpers import TINY_SIZE, loader, random_batch, tiny_critic_checkpoint, tiny_module_kwargs
 
 

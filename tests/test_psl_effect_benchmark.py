@@ -6,7 +6,7 @@ import torch
 
 from benchmarks.psl_common import BUDGETS, benchmark_config, face_set
 from benchmarks.psl_effect import main, with_critic
-from regressor.models.critic import ShapeCritic
+from regressor.critic.network import ShapeCritic
 
 HEADLINE = ("median_mm_without", "median_mm_with", "reduction", "mean_mm_without", "mean_mm_with", "std_mm_without",
             "std_mm_with")

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from regressor.losses import NonFiniteLossError
-from regressor.modules.regression import RegressorModule, vertex_errors_mm
+from regressor.training.regression import RegressorModule, vertex_errors_mm
 from regressor.types import FaceBatch
 from tests.regression_helpers import critic_checkpoint, loader, random_batch, tiny_module_kwargs
 

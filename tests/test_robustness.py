@@ -184,8 +184,8 @@ class _LossRecorder(pl.Callback):
 
 
 def _first_losses(steps: int, seed: int, folder: Path) -> list[float]:
-    from regressor.data.datamodule import FaceDataModule
-    from regressor.modules.regression import RegressorModule
+    from regressor.training.datamodule import FaceDataModule
+    from regressor.training.regression import RegressorModule
 
     pl.seed_everything(seed, verbose=False)
     module = RegressorModule(**tiny_module_kwargs(scheduler="cosine"))

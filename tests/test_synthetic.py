@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from regressor.data.sampling import fit_sh_light, lambert_irradiance, sample_lighting, _fibonacci_directions
-from regressor.data.synthetic import SyntheticFaceGenerator, _visible
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.sampling import fit_sh_light, lambert_irradiance, sample_lighting, _fibonacci_directions
+from regressor.synthetic.generator import SyntheticFaceGenerator, _visible
+from regressor.synthetic.config import SyntheticConfig
 from regressor.face_model import FaceModel
 from regressor.render import Renderer
 from regressor.render.shading import sh_basis

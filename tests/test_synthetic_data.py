@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from regressor.data.contact_sheet import main as contact_sheet_main
-from regressor.data.splits import (
+from regressor.synthetic.contact_sheet import main as contact_sheet_main
+from regressor.synthetic.splits import (
     DEFAULT_SPLIT_SIZES, HELD_OUT_SPLITS, SPLIT_SEEDS, SPLIT_STRIDE, TRAINING_SPLITS, overlapping_splits, sample_seed,
     split_seed_range,
 )
-from regressor.data.synth_cli import main as synth_main
-from regressor.data.synthetic import SyntheticFaceDataset
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.synth_cli import main as synth_main
+from regressor.synthetic.generator import SyntheticFaceDataset
+from regressor.synthetic.config import SyntheticConfig
 from regressor.face_model import FaceModel
 from regressor.types import FaceBatch
 

@@ -125,8 +125,8 @@ def test_flip_relabels_landmark_visibility_with_the_landmarks():
 def test_augmented_synthetic_face_keeps_its_visible_landmarks_on_its_mask():
     """A rendered face whose landmarks are known exactly: after flip + affine (and colour),
     the visible landmarks must still fall on the (equally transformed) face mask."""
-    from regressor.data.synthetic import SyntheticFaceDataset
-    from regressor.data.synthetic_config import SyntheticConfig
+    from regressor.synthetic.generator import SyntheticFaceDataset
+    from regressor.synthetic.config import SyntheticConfig
 
     samples = SyntheticFaceDataset(3, image_size=64, split="val", config=SyntheticConfig.model_only()).__getitems__([0, 1, 2])
     augment = build_train_transform(64, flip_p=0.5, affine_p=1.0, max_rotation_deg=20, max_translate=0.08)

@@ -68,7 +68,7 @@ class PerceptualShapeLoss(LossTerm):
         self.warmup_steps = int(warmup_steps)
         self.transform = transform
         if critic is None:
-            from regressor.models.critic import ShapeCritic  # lazy: only this term needs the critic
+            from regressor.critic.network import ShapeCritic  # lazy: only this term needs the critic
 
             self.checkpoint = str(resolve_checkpoint(checkpoint))
             critic = ShapeCritic.from_checkpoint(self.checkpoint)

@@ -1,6 +1,6 @@
 """Export a trained CriticModule (Lightning checkpoint) to the small, standalone critic file.
 
-``python -m regressor.modules.critic_export --ckpt lightning_logs/.../last.ckpt --out checkpoints/critic.pt
+``python -m regressor.critic.export --ckpt lightning_logs/.../last.ckpt --out checkpoints/critic.pt
 --config configs/critic/default.yaml [--metrics bench.json] [--extra key=value ...]``
 
 Writes ``critic.pt`` (``ShapeCritic.save_checkpoint``: weights + architecture + metadata) and a
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from regressor.data.splits import SPLIT_SEEDS
-from regressor.models.critic import ShapeCritic
+from regressor.synthetic.splits import SPLIT_SEEDS
+from regressor.critic.network import ShapeCritic
 
 
 def git_commit() -> str:

@@ -3,7 +3,7 @@
 Configured from yaml by LightningCLI (plain typed arguments), e.g.::
 
     data:
-      class_path: regressor.data.datamodule.FaceDataModule
+      class_path: regressor.training.datamodule.FaceDataModule
       init_args: {train_source: mixed, train_dir: my_faces/, mix_weights: {synthetic: 0.7, folder: 0.3}}
 
 * train: ``synthetic`` (on-the-fly ``SyntheticFaceDataset``, split ``train``), ``folder``
@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from regressor.data.folder import FaceFolderDataset
 from regressor.data.mixing import MixedFaceDataset, weighted_source_sampler
 from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
-from regressor.data.synthetic import SyntheticFaceDataset
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.generator import SyntheticFaceDataset
+from regressor.synthetic.config import SyntheticConfig
 from regressor.data.transforms import build_train_transform
 
 TrainSource = Literal["synthetic", "folder", "mixed"]

@@ -17,11 +17,51 @@ Additions to the stock LightningCLI:
           --data.init_args.predict_dir my_faces/ --prediction_writer.output_dir my_meshes/
 
 * ``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of the ModelCheckpoint.
+* A config that names a class by its path before the architecture step (issue 14), e.g.
+  ``regressor.modules.regression.RegressorModule``, is refused with an error naming the new path.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+
+# class_path strings that moved in the architecture step (issue 14): old -> new.
+MOVED_CLASS_PATHS = {
+    "regressor.modules.regression.RegressorModule": "regressor.training.regression.RegressorModule",
+    "regressor.modules.critic.CriticModule": "regressor.training.critic.CriticModule",
+    "regressor.data.datamodule.FaceDataModule": "regressor.training.datamodule.FaceDataModule",
+    "regressor.data.critic_data.CriticDataModule": "regressor.training.critic_data.CriticDataModule",
+}
+
+
+class MovedClassPathError(ValueError):
+    """A config names a class by a path that moved; the message gives the new one."""
+
+
+def _config_texts(argv: list[str]) -> list[tuple[str, str]]:
+    """(where, text) for every ``--config`` file and every plain argument in ``argv``."""
+    texts = []
+    for i, arg in enumerate(argv):
+        path = None
+        if arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is not None and Path(path).is_file():
+            texts.append((path, Path(path).read_text(encoding="utf-8", errors="replace")))
+        texts.append(("the command line", arg))
+    return texts
+
+
+def check_moved_class_paths(argv: list[str]) -> None:
+    """Raise ``MovedClassPathError`` when a config or argument uses a class path from before issue 14."""
+    for where, text in _config_texts(argv):
+        for old, new in MOVED_CLASS_PATHS.items():
+            if old in text:
+                raise MovedClassPathError(f"{where}: class_path {old!r} has moved; use {new!r} (see docs/architecture.md)")
 
 
 class RegressorCLI(LightningCLI):
@@ -34,6 +74,7 @@ class RegressorCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: list[str], run: bool = True) -> LightningCLI:
+    check_moved_class_paths(argv)
     return RegressorCLI(
         pl.LightningModule,
         pl.LightningDataModule,

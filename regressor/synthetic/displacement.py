@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from regressor.data.procedural import stage_generator, uniform
+from regressor.synthetic.procedural import stage_generator, uniform
 from regressor.render.shading import vertex_normals
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from regressor.data.splits import SPLIT_SEEDS, split_seed_range
+from regressor.synthetic.splits import SPLIT_SEEDS, split_seed_range
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +47,8 @@ def contact_sheet(images: torch.Tensor, landmarks: torch.Tensor | None = None, v
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from regressor.data.synthetic import SyntheticFaceGenerator
-    from regressor.data.synthetic_config import SyntheticConfig
+    from regressor.synthetic.generator import SyntheticFaceGenerator
+    from regressor.synthetic.config import SyntheticConfig
     from regressor.face_model import FaceModel
 
     config = SyntheticConfig.model_only() if args.model_only else SyntheticConfig()

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from regressor.data import procedural as proc
-from regressor.data.appearance import (
+from regressor.synthetic import procedural as proc
+from regressor.synthetic.appearance import (
     FeatureAtlas, FeatureStyle, blinn_phong, paint_features, screen_space_occlusion, skin_detail,
 )
-from regressor.data.sampling import Lighting
-from regressor.data.shadows import key_light_visibility
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.sampling import Lighting
+from regressor.synthetic.shadows import key_light_visibility
+from regressor.synthetic.config import SyntheticConfig
 from regressor.render.shading import interpolate, sh_shading, vertex_normals
 from regressor.types import Fragments
 

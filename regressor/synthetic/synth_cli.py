@@ -9,7 +9,7 @@ Layout of ``--out``::
     landmarks/{name}.pts     the 68 landmarks in iBUG .pts (so the folder dataset reads it too)
     manifest.json            split, seeds, image size, config, count
 
-Sample ``i`` has seed ``SPLIT_SEEDS[split] + seed + i`` (``regressor.data.splits``).
+Sample ``i`` has seed ``SPLIT_SEEDS[split] + seed + i`` (``regressor.synthetic.splits``).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from regressor.data.splits import SPLIT_SEEDS, split_seed_range
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.splits import SPLIT_SEEDS, split_seed_range
+from regressor.synthetic.config import SyntheticConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ _WORKER: dict = {}
 
 def _init_worker(model_path: str | None, size: int, config: SyntheticConfig, threads: int) -> None:
     """Build the face model and generator once per process."""
-    from regressor.data.synthetic import SyntheticFaceGenerator
+    from regressor.synthetic.generator import SyntheticFaceGenerator
     from regressor.face_model import FaceModel
 
     torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from regressor.data.splits import SPLIT_SEEDS
+from regressor.synthetic.splits import SPLIT_SEEDS
 
 
 class SyntheticPool(Dataset):
@@ -57,7 +57,7 @@ class SyntheticPool(Dataset):
             os.replace(tmp, path)
 
     def _generate(self, face_model, image_size: int, synthetic: dict[str, Any] | None, chunk: int) -> None:
-        from regressor.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+        from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
 
         num_samples = len(self.seeds)
         generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig(**(synthetic or {})))

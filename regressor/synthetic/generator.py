@@ -3,7 +3,7 @@
 ``SyntheticFaceGenerator.generate(seeds)`` renders a batch; each sample is a function of its
 seed only (per-sample, per-stage generators), so a batch equals the same seeds one by one and
 DataLoader workers never repeat a sample. ``SyntheticFaceDataset`` serves a named split
-(``regressor.data.splits``) on the fly.
+(``regressor.synthetic.splits``) on the fly.
 
 Landmark visibility (``landmarks_valid``) is a depth test of each projected landmark against
 the z-buffer of the ground-truth mesh (3x3 neighbourhood, 8 mm tolerance); landmarks on the
@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from regressor.data.appearance import FeatureAtlas, sample_feature_style
-from regressor.data.displacement import (
+from regressor.synthetic.appearance import FeatureAtlas, sample_feature_style
+from regressor.synthetic.displacement import (
     displace, displace_landmarks, face_region_weights, sample_displacement_amplitudes,
 )
-from regressor.data.sampling import JAW_OPEN_SIGN, crop_camera, fit_sh_light, sample_face_params, sample_lighting
-from regressor.data.splits import sample_seed
-from regressor.data.synthetic_config import SyntheticConfig
-from regressor.data.synthetic_shading import SceneGeometry, finish_image, shade_faces
+from regressor.synthetic.sampling import JAW_OPEN_SIGN, crop_camera, fit_sh_light, sample_face_params, sample_lighting
+from regressor.synthetic.splits import sample_seed
+from regressor.synthetic.config import SyntheticConfig
+from regressor.synthetic.shading import SceneGeometry, finish_image, shade_faces
 from regressor.render import project_weak_perspective, rasterize
 from regressor.types import FaceParams, TensorDataclass
 

@@ -12,8 +12,8 @@ import torch
 from pytorch3d.transforms import euler_angles_to_matrix, matrix_to_axis_angle
 from torch import Tensor
 
-from regressor.data.procedural import stage_generator, uniform
-from regressor.data.synthetic_config import SyntheticConfig
+from regressor.synthetic.procedural import stage_generator, uniform
+from regressor.synthetic.config import SyntheticConfig
 from regressor.render.shading import sh_basis
 from regressor.types import TensorDataclass, FaceParams
 

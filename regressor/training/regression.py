@@ -24,7 +24,7 @@ import torch
 from pytorch3d.ops import corresponding_points_alignment
 from torch import Tensor
 
-from regressor.inference import Reconstruction, build_pipeline
+from regressor.pipeline import Reconstruction, build_pipeline
 from regressor.losses import LossStack, NonFiniteLossError
 from regressor.types import FaceBatch, LossInputs
 

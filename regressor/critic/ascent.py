@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from regressor.data.critic_cache import RenderedCandidates
-from regressor.data.critic_pairs import mean_vertex_error_mm
+from regressor.critic.render_cache import RenderedCandidates
+from regressor.critic.negatives import mean_vertex_error_mm
 from regressor.types import FaceParams, replace
 
 ASCENT_TYPE_INDEX = -2  # type_index of ascent candidates (positive = -1, hand-made types >= 0)

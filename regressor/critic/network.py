@@ -3,7 +3,7 @@
 The critic sees the RGB image and the albedo-free, light-fixed grey render of a candidate
 geometry (``Renders.shaded``), concatenated as 4 channels, and returns one scalar per sample:
 HIGHER = the geometry explains the image's shading better. It is trained (see
-``regressor.modules.critic``) so that its score approximates ``-log(1 + err / 1 mm)`` of the
+``regressor.training.critic``) so that its score approximates ``-log(1 + err / 1 mm)`` of the
 mean vertex error ``err``: the score is monotone in the error and does not saturate, which is what
 a loss needs (a saturated real/fake discriminator gives the regressor no gradient).
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from regressor.data.procedural import stage_generator, uniform
+from regressor.synthetic.procedural import stage_generator, uniform
 from regressor.types import TensorDataclass
 
 HAIR_COLOURS = torch.tensor([  # linear-ish RGB: black, dark brown, brown, auburn, blond, grey
@@ -254,7 +254,7 @@ def screen_space_occlusion(depth: Tensor, covered: Tensor, pixels_per_metre: flo
     pixels_per_metre: the nominal image scale (one value per batch, so a sample does not
     depend on its batch). Two scales, 6 mm and 15 mm.
     """
-    from regressor.data.procedural import gaussian_blur
+    from regressor.synthetic.procedural import gaussian_blur
 
     visibility = torch.ones_like(depth)
     b = depth.shape[0]

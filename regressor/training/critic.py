@@ -2,7 +2,7 @@
 
 Each step: the batch's true geometries -> ``NegativeGenerator`` candidates (positive + K graded
 negatives) -> grey renders with a random light and background -> critic scores -> the ranking
-objective of ``regressor.models.critic_objective``. Validation uses fixed candidates (seeded by
+objective of ``regressor.critic.objective``. Validation uses fixed candidates (seeded by
 batch index) and logs the AUC against negatives >= 2 mm, per-type AUCs and the per-face Spearman
 correlation between score and error. Everything substantive lives in plain modules.
 """
@@ -14,14 +14,14 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from regressor.data.critic_cache import RenderCache, RenderedCandidates
-from regressor.data.critic_pairs import (
+from regressor.critic.render_cache import RenderCache, RenderedCandidates
+from regressor.critic.negatives import (
     NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering,
     random_light_directions,
 )
-from regressor.models.critic import CriticCheckpointError, ShapeCritic
-from regressor.models.critic_objective import CriticObjective, auc, spearman
-from regressor.modules.critic_ascent import AscentConfig, ascent_candidates, gradient_probe
+from regressor.critic.network import CriticCheckpointError, ShapeCritic
+from regressor.critic.objective import CriticObjective, auc, spearman
+from regressor.critic.ascent import AscentConfig, ascent_candidates, gradient_probe
 from regressor.types import FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
@@ -40,7 +40,7 @@ class CriticModule(pl.LightningModule):
             when it comes round again (1.0 = always fresh; see ``RenderCache``).
         log_images_every_n_steps: TensorBoard grid of (image, candidates) rows.
         ascent: ``AscentConfig`` keyword overrides: self-generated negatives found by climbing the
-            critic's own score (``regressor.modules.critic_ascent``); off unless ``faces_per_step > 0``.
+            critic's own score (``regressor.critic.ascent``); off unless ``faces_per_step > 0``.
         init_checkpoint: start from this critic file's weights (``ShapeCritic.from_checkpoint``;
             its architecture must equal this module's), e.g. to fine-tune with ascent negatives.
         val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
