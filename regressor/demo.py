@@ -75,7 +75,7 @@ def held_out_errors(checkpoint: Path, test_dir: Path) -> dict[str, float]:
     import torch
 
     from regressor.inference import Reconstructor
-    from regressor.training.regression import vertex_errors_mm
+    from regressor.evaluation.metrics import vertex_errors_mm
 
     reconstructor = Reconstructor.from_checkpoint(checkpoint)
     images = sorted((test_dir / "images").glob("*.png"))

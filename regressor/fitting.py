@@ -162,6 +162,7 @@ def fit_images(
         learning_rates: per-group Adam learning rates, overriding ``DEFAULT_LEARNING_RATES``.
     """
     _check_inputs(images, landmarks)
+    loss_stack.check_renderer(renderer)
     batch_size, image_size = images.shape[0], images.shape[-1]
     if landmarks_valid is None:
         landmarks_valid = torch.ones(landmarks.shape[:2], dtype=images.dtype, device=images.device)

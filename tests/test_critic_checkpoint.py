@@ -104,3 +104,44 @@ def test_a_plain_dict_without_the_critic_format_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(CriticCheckpointError, match="not a ShapeCritic checkpoint"):
         ShapeCritic.from_checkpoint(path)
+
+
+def test_a_file_from_before_issue_14_loads_with_its_error_unit_and_todays_render_settings(tmp_path):
+    critic = tiny_critic(error_unit_mm=2.0)
+    critic.save_checkpoint(tmp_path / "new.pt")
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    config = dict(payload["config"])
+    config.pop("render")
+    config["error_scale_mm"] = config.pop("error_unit_mm")  # the old key
+    payload["config"] = config
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = ShapeCritic.from_checkpoint(tmp_path / "old.pt")
+    assert loaded.error_unit_mm == 2.0
+    assert loaded.render_settings.light_direction == (0.0, 0.4, 1.0) and loaded.render_settings.image_size == 64
+    image, shaded = inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(image, shaded), critic.eval()(image, shaded))
+
+
+def test_render_settings_round_trip_and_a_different_light_is_refused_by_the_perceptual_loss(tmp_path):
+    from regressor.critic.network import CriticRenderMismatchError
+    from regressor.losses.perceptual import PerceptualShapeLoss
+    from regressor.render import Renderer
+
+    tiny_critic(render={"light_direction": (0.0, 0.0, 1.0), "image_size": 32}).save_checkpoint(tmp_path / "c.pt")
+    loss = PerceptualShapeLoss(checkpoint=str(tmp_path / "c.pt"))
+    assert loss.critic.render_settings.light_direction == (0.0, 0.0, 1.0)
+    loss.check_renderer(Renderer(image_size=48, light_direction=(0.0, 0.0, 1.0)))  # size is applied by resizing
+    with pytest.raises(CriticRenderMismatchError, match=r"light_direction \(0.0, 0.4, 1.0\)"):
+        loss.check_renderer(Renderer(image_size=32))
+    with pytest.raises(CriticRenderMismatchError, match="background"):
+        loss.check_renderer(Renderer(light_direction=(0.0, 0.0, 1.0), background="noise"))
+
+
+def test_critic_module_takes_one_error_unit_and_refuses_the_old_objective_key():
+    from regressor.training.critic import CriticModule
+
+    module = CriticModule(image_size=32, backbone_kwargs=TINY["backbone_kwargs"], error_unit_mm=2.0)
+    assert module.critic.error_unit_mm == module.objective.error_unit_mm == 2.0
+    with pytest.raises(ValueError, match="model.init_args.error_unit_mm"):
+        CriticModule(image_size=32, backbone_kwargs=TINY["backbone_kwargs"], objective={"error_unit_mm": 2.0})

@@ -84,3 +84,16 @@ def test_cumulative_curve_is_monotone_and_reaches_one():
     assert torch.all(fraction[1:] >= fraction[:-1])
     assert fraction[-1] == 1.0 and fraction[0] == 0.0
     assert math.isclose(float(thresholds[-1]), 5.0)
+
+
+def test_procrustes_alignment_undoes_a_similarity_and_the_vertex_error_is_in_millimetres():
+    from regressor.evaluation.metrics import mean_vertex_error_mm, procrustes_align, vertex_errors_mm
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(2, 50, 3, generator=generator) * 0.05
+    rotation = axis_angle_to_matrix(torch.tensor([[0.0, 0.3, 0.1], [0.2, 0.0, 0.0]]))
+    moved = 1.3 * torch.bmm(truth, rotation) + torch.tensor([0.01, 0.0, 0.02])
+    assert torch.allclose(procrustes_align(moved, truth), truth, atol=1e-5)
+    raw, aligned = vertex_errors_mm(moved, truth)
+    assert (raw > 1.0).all() and (aligned < 1e-2).all()
+    assert torch.allclose(mean_vertex_error_mm(truth + torch.tensor([0.001, 0.0, 0.0]), truth), torch.ones(2))

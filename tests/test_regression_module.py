@@ -6,7 +6,8 @@ import pytorch_lightning as pl
 import torch
 
 from regressor.losses import NonFiniteLossError
-from regressor.training.regression import RegressorModule, vertex_errors_mm
+from regressor.evaluation.metrics import vertex_errors_mm
+from regressor.training.regression import RegressorModule
 from regressor.types import FaceBatch
 from tests.regression_helpers import critic_checkpoint, loader, random_batch, tiny_module_kwargs
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from regressor.critic.render_cache import RenderedCandidates
-from regressor.critic.negatives import mean_vertex_error_mm
+from regressor.evaluation.metrics import mean_vertex_error_mm
 from regressor.types import FaceParams, replace
 
 ASCENT_TYPE_INDEX = -2  # type_index of ascent candidates (positive = -1, hand-made types >= 0)

@@ -1,6 +1,6 @@
-"""Export a trained CriticModule (Lightning checkpoint) to the small, standalone critic file.
+"""Export a trained CriticModule (training checkpoint, ``.ckpt``) to the small, standalone critic file.
 
-``python -m regressor.critic.export --ckpt lightning_logs/.../last.ckpt --out checkpoints/critic.pt
+``python -m regressor.critic.export --ckpt <run dir>/checkpoints/last.ckpt --out checkpoints/critic.pt
 --config configs/critic/default.yaml [--metrics bench.json] [--extra key=value ...]``
 
 Writes ``critic.pt`` (``ShapeCritic.save_checkpoint``: weights + architecture + metadata) and a
@@ -41,14 +41,13 @@ def build_metadata(config_path: str, ckpt: str, metrics: dict[str, Any] | None, 
         "config_path": config_path,
         "config": config,
         "git_commit": git_commit(),
-        "lightning_checkpoint": ckpt,
+        "training_checkpoint": ckpt,
         "data_seeds": {
             "train": f"SPLIT_SEEDS['critic_train'] + {offset} + i, i < {data.get('train_samples')}"
                      f" (= {SPLIT_SEEDS['critic_train'] + offset}..)",
             "val": f"SPLIT_SEEDS['critic_val'] + {offset} + i, i < {data.get('val_samples')}",
             "benchmark": "SPLIT_SEEDS['test'] + i (benchmarks.critic)",
         },
-        "loss_time_render": "Renderer() defaults: light_direction (0, 0.4, 1), ambient 0.25, black background",
         "score": "higher = geometry explains the image better; calibrated to about -log(1 + mean vertex error / 1 mm)",
         "metrics": metrics or {},
         **extra,
@@ -57,7 +56,7 @@ def build_metadata(config_path: str, ckpt: str, metrics: dict[str, Any] | None, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="CriticModule Lightning checkpoint")
+    parser.add_argument("--ckpt", required=True, help="CriticModule training checkpoint (.ckpt)")
     parser.add_argument("--out", default="checkpoints/critic.pt")
     parser.add_argument("--config", default="configs/critic/default.yaml")
     parser.add_argument("--metrics", default=None, help="benchmarks.critic --json output to record")

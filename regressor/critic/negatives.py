@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from regressor.evaluation.metrics import mean_vertex_error_mm
+from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceMesh, FaceParams
 
 NEGATIVE_TYPES: tuple[str, ...] = (
@@ -122,11 +124,6 @@ def aligned_to_camera(vertices: Tensor, camera: Tensor, reference_camera: Tensor
     ref_shift = torch.zeros_like(reference_camera)
     ref_shift[..., :2] = reference_camera[..., 1:]
     return (vertices + shift[..., None, :]) * ratio - ref_shift[..., None, :]
-
-
-def mean_vertex_error_mm(vertices: Tensor, truth: Tensor) -> Tensor:
-    """(..., V, 3) x2 -> (...) mean Euclidean distance in millimetres."""
-    return (vertices - truth).norm(dim=-1).mean(dim=-1) * 1000.0
 
 
 class NegativeGenerator:
@@ -261,12 +258,12 @@ def candidate_meshes(candidates: CandidateSet, faces: Tensor) -> FaceMesh:
 
 
 def random_light_directions(batch_size: int, generator: torch.Generator, spread: float = 0.6,
-                            default=(0.0, 0.4, 1.0), keep_default: float = 0.25) -> Tensor:
+                            default=DEFAULT_LIGHT_DIRECTION, keep_default: float = 0.25) -> Tensor:
     """(B, 3) unit light directions around the frontal default; a fraction keep the default.
 
     Training randomises the grey render's light so that the critic does not memorise one light;
     at loss time the renderer's fixed default direction is used (``Renderer`` default
-    ``light_direction=(0, 0.4, 1)``), which is therefore also in the training distribution.
+    ``DEFAULT_LIGHT_DIRECTION``), which is therefore also in the training distribution.
     """
     base = torch.tensor(default, dtype=torch.float32)
     base = base / base.norm()

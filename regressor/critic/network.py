@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,68 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
+
 CHECKPOINT_FORMAT = "face-psl/shape-critic"
 CHECKPOINT_VERSION = 1
+# Config keys of files written before the architecture step (issue 14): old -> new.
+LEGACY_CONFIG_KEYS = {"error_scale_mm": "error_unit_mm"}
 
 
 class CriticCheckpointError(ValueError):
     """A file that is not a loadable ShapeCritic checkpoint; the message says why."""
+
+
+class CriticRenderMismatchError(ValueError):
+    """A renderer whose grey ``shaded`` render differs from the one the critic was trained to score."""
+
+
+@dataclass(frozen=True)
+class CriticRenderSettings:
+    """How the grey ``shaded`` renders the critic scores are drawn (stored in its checkpoint).
+
+    Files without these fields (written before issue 14) get these defaults, which are the
+    settings every shipped critic was trained and measured with.
+
+    Attributes:
+        light_direction: the loss-time light (``Renderer.light_direction``).
+        image_size: the render size used in training; renders of another size are resized to the
+            critic's input size (``ShapeCritic.prepare``), so a mismatch is applied, not refused.
+        background / background_value: the ``Renderer`` background of the grey render at loss time.
+    """
+
+    light_direction: tuple[float, float, float] = DEFAULT_LIGHT_DIRECTION
+    image_size: int = 64
+    background: str = "constant"
+    background_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "light_direction", tuple(float(v) for v in self.light_direction))
+        object.__setattr__(self, "image_size", int(self.image_size))
+        object.__setattr__(self, "background_value", float(self.background_value))
+
+    def renderer(self, **overrides: Any):
+        """A ``Renderer`` that draws the grey render these settings describe (``overrides``: e.g. backend)."""
+        from regressor.render import Renderer
+
+        return Renderer(**{**self.renderer_kwargs(), **overrides})
+
+    def renderer_kwargs(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "light_direction": self.light_direction,
+                "background": self.background, "background_value": self.background_value}
+
+    def check(self, renderer: Any) -> None:
+        """Raise ``CriticRenderMismatchError`` when ``renderer`` shades differently from these settings."""
+        wanted = {"light_direction": self.light_direction, "background": self.background,
+                  "background_value": self.background_value}
+        found = {name: getattr(renderer, name) for name in wanted}
+        found["light_direction"] = tuple(float(v) for v in found["light_direction"])
+        wrong = {name: (found[name], wanted[name]) for name in wanted if found[name] != wanted[name]}
+        if wrong:
+            details = ", ".join(f"{name} {got!r} (critic: {want!r})" for name, (got, want) in wrong.items())
+            raise CriticRenderMismatchError(
+                f"the renderer's grey shaded render differs from the one the critic was trained on: {details}; "
+                "set the renderer's settings to the critic's (ShapeCritic.render_settings) or use another critic")
 
 
 class ShapeCritic(nn.Module):
@@ -40,8 +97,10 @@ class ShapeCritic(nn.Module):
         image_size: working resolution; inputs of other sizes are resized (bilinear, antialiased).
         backbone_kwargs: extra ``timm.create_model`` kwargs, e.g. ``{"channels": [24, 48, 96, 192]}``
             for a narrow ResNet.
-        error_scale_mm: the error unit of the score's calibration, ``score ~ -log(1 + err/unit)``
-            (documentation for users; the network itself does not use it).
+        error_unit_mm: the error unit of the score's calibration, ``score ~ -log(1 + err/unit)``;
+            the critic's objective is built with it (``CriticModule``), and it is stored in the
+            checkpoint (files before issue 14 call it ``error_scale_mm``).
+        render: ``CriticRenderSettings`` (or its fields as a dict) of the grey renders it scores.
     """
 
     def __init__(
@@ -49,13 +108,15 @@ class ShapeCritic(nn.Module):
         backbone: str = "resnet10t",
         image_size: int = 64,
         backbone_kwargs: dict[str, Any] | None = None,
-        error_scale_mm: float = 1.0,
+        error_unit_mm: float = 1.0,
+        render: CriticRenderSettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone
         self.image_size = int(image_size)
         self.backbone_kwargs = _to_plain(dict(backbone_kwargs or {}))
-        self.error_scale_mm = float(error_scale_mm)
+        self.error_unit_mm = float(error_unit_mm)
+        self.render_settings = render if isinstance(render, CriticRenderSettings) else CriticRenderSettings(**(render or {}))
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.backbone_kwargs.items()}
         self.backbone = timm.create_model(backbone, pretrained=False, in_chans=4, num_classes=0, **kwargs)
         self.head = nn.Linear(self.backbone.num_features, 1)
@@ -63,13 +124,17 @@ class ShapeCritic(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)
 
     @property
+    def architecture(self) -> dict[str, Any]:
+        """The constructor arguments that shape the weights (what fine-tuning must keep)."""
+        return {"backbone": self.backbone_name, "image_size": self.image_size, "backbone_kwargs": self.backbone_kwargs}
+
+    @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments (plain types): what a checkpoint needs to rebuild the network."""
         return {
-            "backbone": self.backbone_name,
-            "image_size": self.image_size,
-            "backbone_kwargs": self.backbone_kwargs,
-            "error_scale_mm": self.error_scale_mm,
+            **self.architecture,
+            "error_unit_mm": self.error_unit_mm,
+            "render": _to_plain(asdict(self.render_settings)),
         }
 
     def prepare(self, image: Tensor, shaded: Tensor) -> Tensor:
@@ -120,13 +185,17 @@ class ShapeCritic(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "ShapeCritic":
-        """Rebuild a critic from ``save_checkpoint``'s file (or a CriticModule Lightning checkpoint).
+        """Rebuild a critic from ``save_checkpoint``'s file (or a CriticModule training checkpoint).
 
         Returns the critic in eval mode. Raises ``FileNotFoundError`` for a missing file and
         ``CriticCheckpointError`` for anything else that is not a ShapeCritic checkpoint.
         """
         payload = load_critic_payload(path, map_location)
-        critic = cls(**payload["config"])
+        config = {LEGACY_CONFIG_KEYS.get(key, key): value for key, value in payload["config"].items()}
+        try:
+            critic = cls(**config)
+        except TypeError as error:
+            raise CriticCheckpointError(f"{path}: its config {payload['config']} does not fit ShapeCritic: {error}") from None
         try:
             critic.load_state_dict(payload["state_dict"], strict=True)
         except RuntimeError as error:
@@ -162,15 +231,15 @@ def load_critic_payload(path: str | os.PathLike, map_location: str | torch.devic
             if not isinstance(payload.get(key), dict):
                 raise CriticCheckpointError(f"{path}: critic checkpoint has no '{key}' dict")
         return payload
-    if "pytorch-lightning_version" in payload or "state_dict" in payload:
-        return _payload_from_lightning(path, payload)
+    if "state_dict" in payload:
+        return _payload_from_trainer_checkpoint(path, payload)
     raise CriticCheckpointError(
         f"{path}: not a ShapeCritic checkpoint (no format '{CHECKPOINT_FORMAT}'; keys: {sorted(payload)[:8]})"
     )
 
 
-def _payload_from_lightning(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    """Accept a CriticModule Lightning checkpoint: weights under ``critic.``, config in hparams."""
+def _payload_from_trainer_checkpoint(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Accept a CriticModule training checkpoint (``.ckpt``): weights under ``critic.``, config in hparams."""
     state = payload.get("state_dict") or {}
     prefix = "critic."
     critic_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -178,10 +247,10 @@ def _payload_from_lightning(path: Path, payload: dict[str, Any]) -> dict[str, An
     config = hparams.get("critic_config") if isinstance(hparams, dict) else None
     if not critic_state or not isinstance(config, dict):
         raise CriticCheckpointError(
-            f"{path}: a Lightning checkpoint of another module, not a CriticModule "
+            f"{path}: a training checkpoint of another module, not a CriticModule "
             f"(no 'critic.*' weights with a 'critic_config' hyper-parameter)"
         )
-    return {"config": config, "state_dict": critic_state, "metadata": {"source": "lightning", "path": str(path)}}
+    return {"config": config, "state_dict": critic_state, "metadata": {"source": "training checkpoint", "path": str(path)}}
 
 
 def _to_plain(value: Any) -> Any:

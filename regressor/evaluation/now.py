@@ -12,7 +12,7 @@ The protocol, as in NoW's public evaluation code:
 A REALY-like regional breakdown (nose, mouth, forehead, cheeks) is added; regions are assigned
 from the scan's own 7 landmarks, so the metric works for any topology.
 
-Procrustes uses ``pytorch3d.ops.corresponding_points_alignment`` (Umeyama) and the distance uses
+Procrustes uses ``regressor.evaluation.metrics.similarity_transform`` (Umeyama) and the distance uses
 ``pytorch3d``'s ``point_face_distance``; what is written here is only the protocol glue.
 """
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 from pytorch3d.loss.point_mesh_distance import point_face_distance
-from pytorch3d.ops import corresponding_points_alignment
 from pytorch3d.transforms import axis_angle_to_matrix
 from torch import Tensor
+
+from regressor.evaluation.metrics import MM_PER_METRE, similarity_transform
 
 REGIONS = ("nose", "mouth", "forehead", "cheeks")
 # indices into the 7 NoW landmarks (see regressor.types)
@@ -74,10 +75,8 @@ def _stats(errors_mm: Tensor) -> dict[str, float]:
 
 def procrustes(source: Tensor, target: Tensor) -> Similarity:
     """Similarity transform (no reflection) mapping ``source`` (P,3) landmarks onto ``target`` (P,3)."""
-    result = corresponding_points_alignment(
-        source[None].double(), target[None].double(), estimate_scale=True, allow_reflection=False
-    )
-    return Similarity(result.s[0].to(source), result.R[0].to(source), result.T[0].to(source))
+    result = similarity_transform(source[None].double(), target[None].double())
+    return Similarity(result.scale[0].to(source), result.rotation[0].to(source), result.translation[0].to(source))
 
 
 def crop_scan(scan: Tensor, scan_now_landmarks: Tensor) -> Tensor:
@@ -276,7 +275,7 @@ def now_error(
     alignment = procrustes(pred_now_landmarks, gt_now_landmarks)
     if refine_steps > 0:
         alignment = refine_alignment(scan, pred_vertices, faces, alignment, steps=refine_steps)
-    errors_mm = scan_to_mesh_distance(scan, alignment.apply(pred_vertices), faces).float() * 1000.0
+    errors_mm = scan_to_mesh_distance(scan, alignment.apply(pred_vertices), faces).float() * MM_PER_METRE
     return NowResult(
         errors_mm=errors_mm,
         regions=assign_regions(scan, gt_now_landmarks).to(errors_mm.device),

@@ -52,6 +52,9 @@ class LossTerm(nn.Module):
         """Whether the term contributes at ``step`` (warm-up schedules override this)."""
         return True
 
+    def check_renderer(self, renderer: nn.Module) -> None:
+        """Raise if this term cannot score renders of ``renderer`` (the perceptual term checks its critic's)."""
+
 
 def _identity(cls: type) -> tuple[str, str]:
     return cls.__module__, cls.__qualname__
@@ -136,6 +139,11 @@ class LossStack(nn.Module):
             total = total + values[label]
         values["total"] = total
         return values
+
+    def check_renderer(self, renderer: nn.Module) -> None:
+        """Let every term refuse a renderer whose output it cannot score (see ``LossTerm.check_renderer``)."""
+        for term in self.terms.values():
+            term.check_renderer(renderer)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{label}={weight:g}" for label, weight in self.weights.items())

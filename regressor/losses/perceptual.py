@@ -93,6 +93,15 @@ class PerceptualShapeLoss(LossTerm):
     def is_active(self, step: int) -> bool:
         return step >= self.warmup_steps
 
+    def check_renderer(self, renderer: nn.Module) -> None:
+        """Refuse a renderer whose grey render differs from the critic's (``CriticRenderSettings.check``).
+
+        The render size is applied, not refused: the critic resizes renders to its input size.
+        """
+        settings = getattr(self.critic, "render_settings", None)
+        if settings is not None:
+            settings.check(renderer)
+
     def score(self, image: Tensor, shaded: Tensor) -> Tensor:
         """(B,) critic scores, higher = the geometry explains the image better."""
         self.critic.eval()

@@ -19,6 +19,9 @@ from regressor.render.shading import interpolate, lambert, sh_shading, vertex_no
 from regressor.types import FaceMesh, Renders
 
 BACKGROUNDS = ("constant", "noise")
+# The loss-time light of the grey ``shaded`` render (towards the light; +Z to the camera). The shipped
+# critic was trained around it and is scored with it: the one place it is written.
+DEFAULT_LIGHT_DIRECTION: tuple[float, float, float] = (0.0, 0.4, 1.0)
 DEFAULT_ALBEDO = 0.7  # grey albedo used for ``albedo_shaded`` when none is given
 
 
@@ -42,7 +45,7 @@ class Renderer(nn.Module):
         self,
         image_size: int | tuple[int, int] = 64,
         backend: str = "auto",
-        light_direction: tuple[float, float, float] = (0.0, 0.4, 1.0),
+        light_direction: tuple[float, float, float] = DEFAULT_LIGHT_DIRECTION,
         ambient: float = 0.25,
         background: str = "constant",
         background_value: float = 0.0,

@@ -22,6 +22,7 @@ from regressor.critic.negatives import (
 from regressor.critic.network import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 from regressor.critic.ascent import AscentConfig, ascent_candidates, gradient_probe
+from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
@@ -41,6 +42,8 @@ class CriticModule(pl.LightningModule):
         log_images_every_n_steps: TensorBoard grid of (image, candidates) rows.
         ascent: ``AscentConfig`` keyword overrides: self-generated negatives found by climbing the
             critic's own score (``regressor.critic.ascent``); off unless ``faces_per_step > 0``.
+        error_unit_mm: the error unit of the score's calibration ``-log(1 + err / unit)``; stored in the
+            critic (and its checkpoint) and used by the objective (``objective.error_unit_mm`` is refused).
         init_checkpoint: start from this critic file's weights (``ShapeCritic.from_checkpoint``;
             its architecture must equal this module's), e.g. to fine-tune with ascent negatives.
         val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
@@ -54,15 +57,19 @@ class CriticModule(pl.LightningModule):
                  background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
-                 init_checkpoint: str | None = None, val_gradient_faces: int = 8) -> None:
+                 init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.critic = ShapeCritic(backbone, image_size, backbone_kwargs)
+        if "error_unit_mm" in (objective or {}):
+            raise ValueError("CriticModule: objective.error_unit_mm has moved to model.init_args.error_unit_mm "
+                             "(one error unit, stored in the critic's checkpoint)")
+        self.critic = ShapeCritic(backbone, image_size, backbone_kwargs, error_unit_mm=error_unit_mm,
+                                  render={"image_size": render_size})
         if init_checkpoint:
             self._load_initial_weights(init_checkpoint)
         self.ascent = AscentConfig(**(ascent or {}))
         self.hparams["critic_config"] = self.critic.config
-        self.objective = CriticObjective(**(objective or {}))
+        self.objective = CriticObjective(error_unit_mm=self.critic.error_unit_mm, **(objective or {}))
         self.perturbation = PerturbationConfig(**(perturbation or {}))
         self._tools: tuple | None = None  # (face_model, renderer, negatives): not weights, not in state_dict
         self._val_outputs: list[dict[str, Tensor]] = []
@@ -72,12 +79,11 @@ class CriticModule(pl.LightningModule):
     # ------------------------------------------------------------------ plumbing
     def tools(self):
         from regressor.face_model import FaceModel
-        from regressor.render import Renderer
 
         if self._tools is None:
             with torch.inference_mode(False):  # may first run in validation; buffers must allow autograd
                 face_model = FaceModel(self.hparams.face_model_path)
-                renderer = Renderer(image_size=self.hparams.render_size)
+                renderer = self.critic.render_settings.renderer()
                 self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
         face_model = self._tools[0]
         if face_model.v_template.device != self.device:
@@ -86,9 +92,9 @@ class CriticModule(pl.LightningModule):
 
     def _load_initial_weights(self, path: str) -> None:
         initial = ShapeCritic.from_checkpoint(path)
-        if initial.config != self.critic.config:
-            raise CriticCheckpointError(
-                f"init_checkpoint {path}: architecture {initial.config} differs from this module's {self.critic.config}")
+        if initial.architecture != self.critic.architecture:
+            raise CriticCheckpointError(f"init_checkpoint {path}: architecture {initial.architecture} differs "
+                                        f"from this module's {self.critic.architecture}")
         self.critic.load_state_dict(initial.state_dict())
 
     def render_candidates(self, candidates: CandidateSet, light: Tensor) -> RenderedCandidates:
@@ -188,7 +194,7 @@ class CriticModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         image = batch["image"]
-        default_light = torch.tensor([[0.0, 0.4, 1.0]]).expand(image.shape[0], 3)
+        default_light = torch.tensor([DEFAULT_LIGHT_DIRECTION]).expand(image.shape[0], 3)
         rendered = self.cached_render(
             batch, self._val_cache, torch.Generator().manual_seed(0), light=default_light,
             make_candidates=lambda p, v: self.validation_candidates(p, v, seed=10_000 + batch_idx))

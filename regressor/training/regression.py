@@ -21,9 +21,9 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch3d.ops import corresponding_points_alignment
 from torch import Tensor
 
+from regressor.evaluation.metrics import landmark_error_px, vertex_errors_mm
 from regressor.pipeline import Reconstruction, build_pipeline
 from regressor.losses import LossStack, NonFiniteLossError
 from regressor.types import FaceBatch, LossInputs
@@ -33,24 +33,6 @@ DEFAULT_LOSSES: list[dict[str, Any]] = [
     {"name": "landmarks", "weight": 1.0},
     {"name": "regularizers", "weight": 1.0},
 ]
-
-
-def vertex_errors_mm(predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(B,) mean vertex distance in mm, unaligned and after similarity alignment.
-
-    predicted, target: (B, V, 3) metres, same topology.
-    """
-    predicted, target = predicted.float(), target.float()
-    raw = (predicted - target).norm(dim=-1).mean(dim=-1)
-    transform = corresponding_points_alignment(predicted, target, estimate_scale=True)
-    aligned = transform.s[:, None, None] * torch.bmm(predicted, transform.R) + transform.T[:, None, :]
-    return raw * 1000.0, (aligned - target).norm(dim=-1).mean(dim=-1) * 1000.0
-
-
-def landmark_error_px(predicted: Tensor, target: Tensor, valid: Tensor) -> Tensor:
-    """(B,) mean distance over valid landmarks; predicted, target (B, 68, 2) px, valid (B, 68)."""
-    distance = (predicted - target).norm(dim=-1)
-    return (distance * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
 
 
 class RegressorModule(pl.LightningModule):
@@ -98,11 +80,13 @@ class RegressorModule(pl.LightningModule):
             image_size=image_size, encoder=encoder, face_model=face_model, renderer=renderer,
         )
         self.loss_stack = LossStack(losses if losses else DEFAULT_LOSSES)
+        self.loss_stack.check_renderer(self.pipeline.renderer)
         self.metric_critic = None
         if metric_critic is not None:
             from regressor.losses.perceptual import PerceptualShapeLoss
 
             self.metric_critic = PerceptualShapeLoss(checkpoint=metric_critic)
+            self.metric_critic.check_renderer(self.pipeline.renderer)
         self.skipped_steps = 0
         self._warned_topology = False
 
