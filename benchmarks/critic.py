@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from regressor.critic.negatives import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mean_vertex_error_mm
+from regressor.critic.negatives import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mesh_for_rendering
+from regressor.critic.probe import gradient_probe
 from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.critic.network import ShapeCritic
 from regressor.critic.objective import auc, spearman
@@ -121,57 +122,26 @@ def gradient_figures(critic, renderer, face_model, batch, steps: int, lr: float,
     ``adam``: Adam(lr) on the coefficients (what fitting uses). ``normalised``: steepest ascent with
     a fixed step length ``lr`` per face in the joint (shape, expression) coefficient space, so each
     coefficient moves in proportion to its gradient (Adam moves every coefficient by about lr,
-    including those the image barely constrains).
+    including those the image barely constrains). The climb is ``regressor.critic.probe``'s, the
+    same as training's ``val/gradient_fraction``, here on the model's own geometry.
     """
-    generator = torch.Generator().manual_seed(seed)
-    truth = batch.vertices
-    params = batch.params.clone()
-    params.shape = params.shape + 0.8 * torch.randn(params.shape.shape, generator=generator)
-    params.expression = params.expression + 0.8 * torch.randn(params.expression.shape, generator=generator)
-    shape = params.shape.clone().requires_grad_(True)
-    expression = params.expression.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([shape, expression], lr=lr) if optimizer_name == "adam" else None
-    critic.requires_grad_(False)
+    faces = face_model.faces
 
-    visible = visible_vertices(truth, face_model.faces, params.camera, renderer.image_size)
+    def render(vertices, camera):
+        return renderer(mesh_for_rendering(vertices, faces), camera)
 
-    def current_error(mask=None):
-        with torch.no_grad():
-            vertices = face_model(replace(params, shape=shape, expression=expression)).vertices
-            if mask is None:
-                return mean_vertex_error_mm(vertices, truth)
-            distance = (vertices - truth).norm(dim=-1) * 1000.0
-            return (distance * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-    def current_score():
-        mesh = face_model(replace(params, shape=shape, expression=expression))
-        return critic(batch.image, renderer(mesh, params.camera).shaded)
-
-    start, start_visible = current_error(), current_error(visible)
-    with torch.no_grad():
-        score_start = current_score()
-    for _ in range(steps):
-        score = current_score()
-        if optimizer is not None:
-            optimizer.zero_grad()
-            (-score.sum()).backward()
-            optimizer.step()
-            continue
-        grad_shape, grad_expression = torch.autograd.grad(score.sum(), [shape, expression])
-        norm = torch.cat([grad_shape, grad_expression], dim=1).norm(dim=1, keepdim=True).clamp(min=1e-12)
-        with torch.no_grad():
-            shape += lr * grad_shape / norm
-            expression += lr * grad_expression / norm
-    end, end_visible = current_error(), current_error(visible)
-    with torch.no_grad():
-        score_end = current_score()
+    result = gradient_probe(critic, face_model, render, batch.image, batch.params, batch.vertices, steps=steps,
+                            learning_rate=lr, noise=0.8, seed=seed, optimizer=optimizer_name, keep_displacement=False)
+    visible = visible_vertices(batch.vertices, faces, batch.params.camera, renderer.image_size)
+    start, end = result.errors_mm()
+    start_visible, end_visible = result.errors_mm(visible)
     return {f"{prefix}_fraction": float((end < start).float().mean()),
             f"{prefix}_error_start_mm": float(start.mean()), f"{prefix}_error_end_mm": float(end.mean()),
             f"{prefix}_relative_change": float(((end - start) / start).mean()),
             f"{prefix}_visible_fraction": float((end_visible < start_visible).float().mean()),
             f"{prefix}_visible_error_start_mm": float(start_visible.mean()),
             f"{prefix}_visible_error_end_mm": float(end_visible.mean()),
-            f"{prefix}_score_start": float(score_start.mean()), f"{prefix}_score_end": float(score_end.mean()),
+            f"{prefix}_score_start": float(result.score_start.mean()), f"{prefix}_score_end": float(result.score_end.mean()),
             f"{prefix}_optimizer": optimizer_name, f"{prefix}_steps": steps, f"{prefix}_lr": lr,
             f"{prefix}_num_faces": int(len(start))}
 

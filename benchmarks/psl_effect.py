@@ -34,6 +34,7 @@ from benchmarks.psl_common import BUDGETS, CACHE_DIR, Budget, FaceSet, compare, 
 from benchmarks.psl_report import markdown, plot_cumulative
 from regressor.fitting import fit_images, stages_from_config
 from regressor.fitting_cli import load_config
+from regressor.pipeline import render_params
 from regressor.types import FaceBatch, LossInputs
 
 PERCEPTUAL = "perceptual_shape"
@@ -120,8 +121,7 @@ def gradient_norms(result, faces: FaceSet, stack, stage_weights: dict, perceptua
     shape = params.shape.detach().clone().requires_grad_(True)
     params.shape = shape
     batch = FaceBatch(image=faces.image, landmarks=faces.landmarks, landmarks_valid=faces.landmarks_valid)
-    mesh = face_model(params)
-    renders = renderer(mesh, params.camera, albedo=face_model.albedo(params.albedo), light=params.light)
+    mesh, renders = render_params(face_model, renderer, params)
     inputs = LossInputs(batch=batch, params=params, mesh=mesh, renders=renders, step=10**9)
     norms = {}
     for name, term in stack.terms.items():

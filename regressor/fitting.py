@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from regressor.losses import LossStack
+from regressor.pipeline import render_params
 from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 
 PARAM_GROUPS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera", "albedo", "light")
@@ -207,8 +208,7 @@ def fit_images(
 
 
 def _forward(params: FaceParams, batch: FaceBatch, face_model, renderer, step: int) -> LossInputs:
-    mesh = face_model(params)
-    renders = renderer(mesh, params.camera, albedo=face_model.albedo(params.albedo), light=params.light)
+    mesh, renders = render_params(face_model, renderer, params)
     return LossInputs(batch=batch, params=params, mesh=mesh, renders=renders, step=step)
 
 

@@ -36,6 +36,16 @@ class Reconstruction:
         return Reconstruction(self.params.to(device), self.mesh.to(device), self.renders.to(device), images, self.names)
 
 
+def render_params(face_model: nn.Module, renderer: nn.Module, params: FaceParams) -> tuple[FaceMesh, Renders]:
+    """``FaceParams`` -> (``FaceMesh``, ``Renders``): the face model, then the renderer with the
+    params' camera, albedo and SH light. The one params -> renders step: training, inference,
+    fitting and the benchmarks all call it (or ``ReconstructionPipeline.render_params``).
+    """
+    mesh = face_model(params)
+    renders = renderer(mesh, params.camera, albedo=face_model.albedo(params.albedo), light=params.light)
+    return mesh, renders
+
+
 class ReconstructionPipeline(nn.Module):
     """image -> encoder -> ``FaceParams`` -> face model -> ``FaceMesh`` -> renderer -> ``Renders``.
 
@@ -59,10 +69,12 @@ class ReconstructionPipeline(nn.Module):
                 f"got {images.shape[-2]}x{images.shape[-1]}"
             )
         params = self.encoder(images)
-        mesh = self.face_model(params)
-        albedo = self.face_model.albedo(params.albedo)
-        renders = self.renderer(mesh, params.camera, albedo=albedo, light=params.light)
+        mesh, renders = self.render_params(params)
         return Reconstruction(params=params, mesh=mesh, renders=renders, images=images)
+
+    def render_params(self, params: FaceParams) -> tuple[FaceMesh, Renders]:
+        """``FaceParams`` -> (``FaceMesh``, ``Renders``) with this pipeline's face model and renderer."""
+        return render_params(self.face_model, self.renderer, params)
 
 
 def build_pipeline(

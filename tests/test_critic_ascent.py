@@ -114,3 +114,25 @@ def test_module_refuses_an_init_checkpoint_of_another_architecture(tmp_path):
         CriticModule(image_size=64, init_checkpoint=str(tmp_path / "other.pt"))
     with pytest.raises(FileNotFoundError):
         CriticModule(init_checkpoint=str(tmp_path / "missing.pt"))
+
+
+def test_gradient_probe_normalised_steps_move_each_face_by_the_step_length(face_model, faces):
+    from regressor.critic.probe import gradient_probe
+
+    params, truth = faces
+    critic = ShapeCritic("resnet10t", 32, TINY).eval()
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    render = make_render(face_model)
+    still = gradient_probe(critic, face_model, render, image, params, truth, steps=0)
+    assert torch.equal(still.start_vertices, still.end_vertices) and still.summary()["gradient_fraction"] == 0.0
+    kept, dropped = (gradient_probe(critic, face_model, render, image, params, truth, steps=0, keep_displacement=k)
+                     for k in (True, False))
+    assert torch.allclose(kept.start_vertices - dropped.start_vertices, truth - face_model(params).vertices, atol=1e-6)
+    from regressor.critic.ascent import climb
+
+    start = {"shape": params.shape.clone(), "expression": params.expression.clone()}
+    end = climb(critic, face_model, render, image, params, start, torch.zeros_like(truth), 1, 0.3, optimizer="normalised")
+    moved = torch.cat([end[n] - start[n] for n in start], dim=1).norm(dim=1)
+    assert torch.allclose(moved, torch.full((2,), 0.3), atol=1e-5)
+    with pytest.raises(ValueError, match="optimizer"):
+        climb(critic, face_model, render, image, params, start, torch.zeros_like(truth), 1, 0.3, optimizer="sgd")

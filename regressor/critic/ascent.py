@@ -22,6 +22,7 @@ from regressor.evaluation.metrics import mean_vertex_error_mm
 from regressor.types import FaceParams, replace
 
 ASCENT_TYPE_INDEX = -2  # type_index of ascent candidates (positive = -1, hand-made types >= 0)
+CLIMB_OPTIMIZERS = ("adam", "normalised")
 
 
 @dataclass
@@ -62,14 +63,18 @@ class AscentConfig:
 
 
 def climb(critic, face_model, render, image: Tensor, params: FaceParams, start: dict[str, Tensor],
-          displacement: Tensor, steps: int, learning_rate: float) -> dict[str, Tensor]:
-    """``steps`` Adam steps from ``start`` (FaceParams fields) that maximise the critic score alone.
+          displacement: Tensor, steps: int, learning_rate: float, optimizer: str = "adam") -> dict[str, Tensor]:
+    """``steps`` steps from ``start`` (FaceParams fields) that maximise the critic score alone.
 
-    The critic is used in eval mode (as at loss time) and gets no ``.grad``; its mode is restored.
-    Returns the end values of the climbed fields (detached).
+    ``optimizer``: ``"adam"`` (Adam with ``learning_rate``, as fitting uses) or ``"normalised"``
+    (steepest ascent with a fixed step length ``learning_rate`` per face in the joint space of the
+    climbed fields). The critic is used in eval mode (as at loss time) and gets no ``.grad``; its
+    mode is restored. Returns the end values of the climbed fields (detached).
     """
+    if optimizer not in CLIMB_OPTIMIZERS:
+        raise ValueError(f"climb: optimizer must be one of {CLIMB_OPTIMIZERS}, got {optimizer!r}")
     climbing = {name: value.detach().clone().requires_grad_(True) for name, value in start.items()}
-    optimizer = torch.optim.Adam(list(climbing.values()), lr=learning_rate)
+    adam = torch.optim.Adam(list(climbing.values()), lr=learning_rate) if optimizer == "adam" else None
     was_training = critic.training
     critic.eval()
     try:
@@ -78,12 +83,22 @@ def climb(critic, face_model, render, image: Tensor, params: FaceParams, start: 
                 vertices = face_model(replace(params, **climbing)).vertices + displacement
                 score = critic(image, render(vertices, params.camera).shaded)
                 gradients = torch.autograd.grad(score.sum(), list(climbing.values()))
+                if adam is None:
+                    _normalised_step(list(climbing.values()), gradients, learning_rate)
+                    continue
                 for value, gradient in zip(climbing.values(), gradients):
                     value.grad = -gradient  # Adam minimises: ascend the score
-                optimizer.step()
+                adam.step()
     finally:
         critic.train(was_training)
     return {name: value.detach() for name, value in climbing.items()}
+
+
+@torch.no_grad()
+def _normalised_step(values: list[Tensor], gradients: tuple[Tensor, ...], step_length: float) -> None:
+    norm = torch.cat([g.flatten(1) for g in gradients], dim=1).norm(dim=1, keepdim=True).clamp(min=1e-12)
+    for value, gradient in zip(values, gradients):
+        value += step_length * gradient / norm.reshape(-1, *[1] * (gradient.ndim - 1))
 
 
 def perturbed_start(params: FaceParams, variables: tuple[str, ...], noise: float, generator: torch.Generator,
@@ -125,22 +140,3 @@ def ascent_candidates(critic, face_model, render, image: Tensor, params: FacePar
     type_index = torch.full((b, 3), ASCENT_TYPE_INDEX, dtype=torch.long, device=truth.device)
     type_index[:, 0] = -1
     return RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), error, type_index)
-
-
-def gradient_probe(critic, face_model, render, image: Tensor, params: FaceParams, truth: Tensor, steps: int = 10,
-                   learning_rate: float = 0.15, noise: float = 0.8, seed: int = 0) -> dict[str, float]:
-    """The issue's gradient-usefulness check, small enough for every validation.
-
-    From the truth with shape and expression perturbed (std ``noise``), climb the score alone and
-    report the fraction of faces whose mean vertex error fell, and the mean change in mm.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        displacement = truth - face_model(params).vertices
-    start = perturbed_start(params, ("shape", "expression"), noise, generator)
-    end = climb(critic, face_model, render, image, params, start, displacement, steps, learning_rate)
-    with torch.no_grad():
-        before = mean_vertex_error_mm(face_model(replace(params, **start)).vertices + displacement, truth)
-        after = mean_vertex_error_mm(face_model(replace(params, **end)).vertices + displacement, truth)
-    return {"gradient_fraction": float((after < before).float().mean()),
-            "gradient_error_change_mm": float((after - before).mean())}

@@ -21,7 +21,8 @@ from regressor.critic.negatives import (
 )
 from regressor.critic.network import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
-from regressor.critic.ascent import AscentConfig, ascent_candidates, gradient_probe
+from regressor.critic.ascent import AscentConfig, ascent_candidates
+from regressor.critic.probe import gradient_probe
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceParams
 
@@ -215,7 +216,7 @@ class CriticModule(pl.LightningModule):
         with torch.inference_mode(False):  # validation runs in inference mode; the probe needs autograd
             params = FaceParams.from_dict({k: v[:n].clone() for k, v in batch["params"].items()})
             probe = gradient_probe(self.critic, self.tools()[0], self._vertex_renderer(light[:n].clone()),
-                                   batch["image"][:n].clone(), params, batch["vertices"][:n].clone())
+                                   batch["image"][:n].clone(), params, batch["vertices"][:n].clone()).summary()
         self.log_dict({f"val/{k}": v for k, v in probe.items()}, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
