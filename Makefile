@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo detect clean-venv benchmarks
+.PHONY: venv test demo detect clean-venv
 
 venv: $(STAMP)
 

@@ -131,9 +131,7 @@ def _select(inputs: LossInputs, index: int) -> LossInputs:
     """The single-sample slice ``index`` of every batched field (faces stay shared)."""
     part = slice(index, index + 1)
     batch = inputs.batch._map(lambda t: t[part])
-    mesh = FaceMesh(inputs.mesh.vertices[part], inputs.mesh.faces, inputs.mesh.landmarks3d[part],
-                    inputs.mesh.now_landmarks3d[part])
-    return LossInputs(batch=batch, params=inputs.params[index], mesh=mesh,
+    return LossInputs(batch=batch, params=inputs.params[index], mesh=inputs.mesh[index],
                       renders=inputs.renders._map(lambda t: t[part]), step=inputs.step)
 
 

@@ -145,11 +145,7 @@ class Reconstructor:
         chunks = [self.pipeline(chunk.to(self.device)) for chunk in images.split(batch_size)]
         result = Reconstruction(
             params=FaceParams.cat([c.params for c in chunks]),
-            mesh=FaceMesh(
-                vertices=torch.cat([c.mesh.vertices for c in chunks]), faces=chunks[0].mesh.faces,
-                landmarks3d=torch.cat([c.mesh.landmarks3d for c in chunks]),
-                now_landmarks3d=torch.cat([c.mesh.now_landmarks3d for c in chunks]),
-            ),
+            mesh=FaceMesh.cat([c.mesh for c in chunks]),
             renders=Renders(**{name: torch.cat([getattr(c.renders, name) for c in chunks]) for name, _ in chunks[0].renders.items()}),
             images=torch.cat([c.images for c in chunks]),
             names=names,

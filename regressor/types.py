@@ -163,6 +163,22 @@ class FaceMesh(TensorDataclass):
     def batch_size(self) -> int:
         return self.vertices.shape[0]
 
+    def __getitem__(self, index) -> "FaceMesh":
+        """Select meshes along the batch dimension (int, slice, index tensor); ``faces`` stay shared."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return FaceMesh(self.vertices[index], self.faces, self.landmarks3d[index], self.now_landmarks3d[index])
+
+    @staticmethod
+    def cat(items: list["FaceMesh"]) -> "FaceMesh":
+        """Concatenate batches of the same topology (``faces`` of the first; a different one is refused)."""
+        faces = items[0].faces
+        for item in items[1:]:
+            if item.faces is not faces and not torch.equal(item.faces, faces):
+                raise ValueError("FaceMesh.cat: meshes have different faces (topologies)")
+        return FaceMesh(torch.cat([m.vertices for m in items]), faces, torch.cat([m.landmarks3d for m in items]),
+                        torch.cat([m.now_landmarks3d for m in items]))
+
 
 @dataclass
 class Fragments(TensorDataclass):
@@ -263,7 +279,6 @@ class LossInputs:
     mesh: FaceMesh
     renders: Renders
     step: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def replace(obj, **changes):

@@ -244,3 +244,21 @@ def test_export_obj_writes_the_example_meshes(model, tmp_path):
     assert verts.shape == (model.num_vertices, 3) and faces.verts_idx.shape == tuple(model.faces.shape)
     neutral, _, _ = load_obj(str(tmp_path / "neutral.obj"), load_textures=False)
     assert (verts - neutral).norm(dim=-1).max() > 0.01
+
+
+def test_face_mesh_batches_select_concatenate_and_move_with_shared_faces(model):
+    from regressor.types import FaceMesh
+
+    params = model.zero_params(3)
+    params.jaw_pose[1, 0] = 0.3
+    mesh = model(params)
+    second = mesh[1]
+    assert second.batch_size == 1 and second.faces is mesh.faces
+    assert torch.equal(second.vertices[0], mesh.vertices[1]) and torch.equal(second.landmarks3d[0], mesh.landmarks3d[1])
+    rebuilt = FaceMesh.cat([mesh[0:1], mesh[torch.tensor([1, 2])]])
+    for name in ("vertices", "landmarks3d", "now_landmarks3d"):
+        assert torch.equal(getattr(rebuilt, name), getattr(mesh, name))
+    assert rebuilt.to(torch.float64).vertices.dtype == torch.float64
+    other = FaceMesh(mesh.vertices[:1], mesh.faces.flip(1), mesh.landmarks3d[:1], mesh.now_landmarks3d[:1])
+    with pytest.raises(ValueError, match="different faces"):
+        FaceMesh.cat([mesh[0], other])

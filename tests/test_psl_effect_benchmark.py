@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks.psl_common import BUDGETS, benchmark_config, face_set
-from benchmarks.psl_effect import main, with_critic
+from benchmarks.psl_effect import main
 from regressor.critic.network import ShapeCritic
 
 HEADLINE = ("median_mm_without", "median_mm_with", "reduction", "mean_mm_without", "mean_mm_with", "std_mm_without",
@@ -61,13 +61,21 @@ def test_val_split_weight_sweep_scores_other_faces_with_a_scaled_weight(tmp_path
     assert results["weight_scale"] == 3.0 and "regression" not in results
 
 
-def test_without_condition_differs_only_in_the_perceptual_weight():
-    losses = [{"name": "landmarks", "weight": 1.0}, {"name": "perceptual_shape", "weight": 0.05, "warmup_steps": 60}]
-    off = with_critic(losses, "c.pt", 0.0, warmup_steps=9)
-    on = with_critic(losses, "c.pt", 1.0, warmup_steps=9)
-    assert off[0] == on[0] == losses[0]
-    assert off[1] == {**on[1], "weight": 0.0}
-    assert on[1] == {"name": "perceptual_shape", "weight": 0.05, "warmup_steps": 9, "checkpoint": "c.pt"}
+def test_comparison_reports_the_median_reduction_and_counts_the_improved_images():
+    from benchmarks.psl_common import compare
+    from regressor.evaluation.now import NowResult
+
+    def result(*errors):
+        values = torch.tensor(errors)
+        return NowResult(values, torch.zeros(len(errors), dtype=torch.long), [float(values.median())])
+
+    without = [result(2.0, 2.0, 2.0), result(4.0, 4.0, 4.0)]
+    with_ = [result(1.0, 1.0, 1.0), result(5.0, 5.0, 5.0)]
+    out = compare(without, with_, bootstrap=50)
+    assert out["median_mm_without"] == 2.0 and out["median_mm_with"] == 1.0
+    assert out["reduction"] == pytest.approx(0.5) and out["images_improved"] == 1 and out["images"] == 2
+    low, high = out["reduction_ci90"]
+    assert -0.25 - 1e-6 <= low <= high <= 0.5 + 1e-6
 
 
 def test_benchmark_faces_are_cached_and_carry_geometry_beyond_the_model(cache_dir):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pytorch3d.utils import ico_sphere
 
-from regressor.render import PinholeCamera, Renderer, project_weak_perspective
+from regressor.render import Renderer, project_weak_perspective
 from regressor.types import FaceMesh
 
 
@@ -33,25 +33,6 @@ def test_weak_perspective_translation_is_added_before_scaling():
     points = torch.zeros(1, 1, 3)
     screen = project_weak_perspective(points, torch.tensor([[4.0, 0.25, -0.25]]), 20)
     assert torch.allclose(screen[0, 0, :2], torch.tensor([(1.0 + 1.0) * 10.0, (1.0 + 1.0) * 10.0]))
-
-
-def test_a_distant_pinhole_camera_approaches_the_weak_perspective_one():
-    verts = sphere_mesh(batch=1).vertices
-    size, distance, scale = 64, 200.0, 8.0
-    pinhole = PinholeCamera.looking_at_face(1, size, distance=distance)
-    pinhole.focal_length[:] = scale * distance * size / 2.0  # same magnification at the origin
-    ours = pinhole.project(verts)
-    weak = project_weak_perspective(verts, torch.tensor([[scale, 0.0, 0.0]]), size)
-    assert torch.allclose(ours[..., :2], weak[..., :2], atol=0.05)
-    assert torch.allclose(ours[..., 2] - distance, weak[..., 2] - 10.0, atol=1e-4)
-
-
-def test_pinhole_perspective_makes_nearer_things_larger():
-    camera = PinholeCamera.looking_at_face(1, 64, distance=0.5)
-    near = camera.project(torch.tensor([[[0.05, 0.0, 0.1]]]))
-    far = camera.project(torch.tensor([[[0.05, 0.0, -0.1]]]))
-    assert near[0, 0, 0] - 32 > far[0, 0, 0] - 32 > 0
-    assert near[0, 0, 2] < far[0, 0, 2]
 
 
 def test_renders_have_the_documented_shapes_and_ranges():

@@ -29,9 +29,13 @@ def face_model():
     return FaceModel.builtin()
 
 
-def test_default_split_sizes_never_overlap():
-    assert overlapping_splits() == []
-    assert set(DEFAULT_SPLIT_SIZES) == set(SPLIT_SEEDS) == set(TRAINING_SPLITS) | set(HELD_OUT_SPLITS)
+def test_every_split_at_its_default_size_owns_seeds_no_other_split_uses():
+    ranges = sorted(((split_seed_range(name, size), name) for name, size in DEFAULT_SPLIT_SIZES.items()),
+                    key=lambda item: item[0].start)
+    for (first, name), (second, other) in zip(ranges, ranges[1:]):
+        assert first.stop <= second.start, f"{name} {first} runs into {other} {second}"
+    assert {name for _, name in ranges} == set(TRAINING_SPLITS) | set(HELD_OUT_SPLITS)
+    assert not set(TRAINING_SPLITS) & set(HELD_OUT_SPLITS)
 
 
 def test_a_split_cannot_reach_into_the_next_seed_range():

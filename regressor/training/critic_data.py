@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ class SyntheticPool(Dataset):
         if path is not None and path.is_file():
             stored = torch.load(path, weights_only=True)
             self.images, self.vertices, self.params = stored["images"], stored["vertices"], stored["params"]
-            self.generation_seconds = 0.0
             return
         self._generate(face_model, image_size, synthetic, chunk)
         if path is not None:
@@ -62,14 +60,12 @@ class SyntheticPool(Dataset):
         num_samples = len(self.seeds)
         generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig(**(synthetic or {})))
         images, vertices, params = [], [], []
-        start = time.time()
         with torch.no_grad():
             for i in range(0, num_samples, chunk):
                 batch = generator.generate(self.seeds[i:i + chunk])
                 images.append(batch.image.float().cpu())
                 vertices.append(batch.vertices.float().cpu())
                 params.append(batch.params.detach().to("cpu"))
-        self.generation_seconds = time.time() - start
         self.images = torch.cat(images)
         self.vertices = torch.cat(vertices)
         p0 = params[0]
