@@ -10,7 +10,14 @@ it optimises and multiplies the stack's configured weights (a term missing from 
 1. ``rigid``: global pose and camera from the landmarks (camera initialised in closed form);
 2. ``shape``: + shape, expression, jaw, neck;
 3. ``appearance``: + albedo and light, photometric term on;
-4. ``perceptual``: everything, with the perceptual term switched on (if the stack has one).
+4. ``perceptual``: the perceptual term switched on (if the stack has one), with global pose and
+   camera **frozen** (issue 17: the critic's pull on the rigid pose only misaligns the face,
+   which NoW's alignment removes anyway); list them in the stage's ``optimize`` to free them.
+
+Stages whose active terms never read pixels (``landmarks``, ``regularizers``) skip the
+rasterizer: the landmarks are projected directly, which is the same value and gradient at a
+fraction of the cost. Landmarks with ``landmarks_valid == 0`` may hold NaN (an invisible point);
+they are zeroed and never reach a loss.
 
 Samples in a batch never talk to each other: the loss is evaluated per sample and summed, so
 sample i's gradient depends on sample i only, and Adam's update is element-wise. Batched fitting
@@ -27,6 +34,7 @@ from tqdm.auto import tqdm
 
 from regressor.losses import LossStack
 from regressor.pipeline import render_params
+from regressor.render.camera import project_weak_perspective
 from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 
 PARAM_GROUPS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera", "albedo", "light")
@@ -34,6 +42,10 @@ DEFAULT_LEARNING_RATES = {
     "shape": 0.05, "expression": 0.05, "global_pose": 0.01, "neck_pose": 0.01, "jaw_pose": 0.01,
     "eye_pose": 0.01, "camera": 0.003, "albedo": 0.05, "light": 0.02,
 }
+#: loss terms that read only landmarks and parameters, never pixels (see ``_needs_pixels``)
+GEOMETRY_ONLY_TERMS = frozenset({"landmarks", "regularizers"})
+#: fewer valid landmarks than this cannot place a face (the camera alone has 3 unknowns)
+MIN_VALID_LANDMARKS = 6
 
 
 @dataclass
@@ -62,16 +74,25 @@ class FitStage:
             raise ValueError(f"fitting stage '{self.name}': steps must be >= 0, got {self.steps}")
 
 
-def default_stages(steps: int = 200, perceptual_weight: float = 1.0) -> list[FitStage]:
-    """The documented default schedule, ``steps`` in total (10% / 35% / 25% / 30%)."""
+RIGID_GROUPS = ("global_pose", "camera")
+
+
+def default_stages(steps: int = 200, perceptual_weight: float = 1.0, freeze_rigid_in_perceptual: bool = True
+                   ) -> list[FitStage]:
+    """The documented default schedule, ``steps`` in total (10% / 35% / 25% / 30%).
+
+    ``freeze_rigid_in_perceptual``: the perceptual stage leaves global pose and camera where the
+    landmark stages put them (the default, issue 17).
+    """
     rigid, shape, appearance = int(0.1 * steps), int(0.35 * steps), int(0.25 * steps)
     everything = ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera", "albedo", "light"]
+    perceptual = [g for g in everything if not (freeze_rigid_in_perceptual and g in RIGID_GROUPS)]
     return [
         FitStage("rigid", rigid, ["global_pose", "camera"], {"landmarks": 1.0}, lr_scale=2.0),
         FitStage("shape", shape, ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera"],
                  {"landmarks": 1.0, "regularizers": 1.0}),
         FitStage("appearance", appearance, everything, {"landmarks": 1.0, "regularizers": 1.0, "photometric": 1.0}),
-        FitStage("perceptual", steps - rigid - shape - appearance, everything,
+        FitStage("perceptual", steps - rigid - shape - appearance, perceptual,
                  {"landmarks": 1.0, "regularizers": 1.0, "photometric": 1.0, "perceptual_shape": perceptual_weight}),
     ]
 
@@ -157,14 +178,13 @@ def fit_images(
         init: starting parameters (e.g. a regressor's prediction); default the mean face with a
             camera solved from the landmarks.
         stages: the schedule; default ``default_stages()``.
-        landmarks_valid: (B, 68) visibility, default all ones.
+        landmarks_valid: (B, 68) 1 = use the point, 0 = invisible/unknown (its coordinates may be
+            NaN and are ignored); default: every point whose coordinates are finite.
         learning_rates: per-group Adam learning rates, overriding ``DEFAULT_LEARNING_RATES``.
     """
-    _check_inputs(images, landmarks)
+    landmarks, landmarks_valid = _check_inputs(images, landmarks, landmarks_valid)
     loss_stack.check_renderer(renderer)
     batch_size, image_size = images.shape[0], images.shape[-1]
-    if landmarks_valid is None:
-        landmarks_valid = torch.ones(landmarks.shape[:2], dtype=images.dtype, device=images.device)
     batch = FaceBatch(image=images, landmarks=landmarks, landmarks_valid=landmarks_valid.to(images.dtype))
     stages = list(default_stages() if stages is None else stages)
     rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
@@ -185,9 +205,10 @@ def fit_images(
             optimizer = torch.optim.Adam(
                 [{"params": [variables.tensors[n]], "lr": rates[n] * stage.lr_scale} for n in stage.optimize]
             )
+            pixels = _needs_pixels(stage, base_weights)
             for _ in range(stage.steps):
                 optimizer.zero_grad(set_to_none=True)
-                inputs = _forward(variables.params(), batch, face_model, renderer, step)
+                inputs = _forward(variables.params(), batch, face_model, renderer, step, pixels)
                 per_sample = [loss_stack(_select(inputs, i)) for i in range(batch_size)]
                 total = torch.stack([values["total"] for values in per_sample]).sum()
                 total.backward()
@@ -205,19 +226,59 @@ def fit_images(
     return FitResult(final.params.detach(), final.mesh.detach(), final.renders.detach(), history, stage_starts)
 
 
-def _forward(params: FaceParams, batch: FaceBatch, face_model, renderer, step: int) -> LossInputs:
-    mesh, renders = render_params(face_model, renderer, params)
+def _needs_pixels(stage: FitStage, base_weights: dict[str, float]) -> bool:
+    """Whether any term active in ``stage`` may read the rendered images."""
+    active = {k for k, w in stage.weights.items() if w != 0.0 and base_weights.get(k, 0.0) != 0.0}
+    return not active <= GEOMETRY_ONLY_TERMS
+
+
+def _forward(params: FaceParams, batch: FaceBatch, face_model, renderer, step: int, pixels: bool = True) -> LossInputs:
+    if pixels:
+        mesh, renders = render_params(face_model, renderer, params)
+    else:
+        mesh = face_model(params)
+        renders = _landmarks_only_renders(mesh, params.camera, renderer.image_size)
     return LossInputs(batch=batch, params=params, mesh=mesh, renders=renders, step=step)
 
 
-def _check_inputs(images: Tensor, landmarks: Tensor) -> None:
+def _landmarks_only_renders(mesh: FaceMesh, camera: Tensor, image_size) -> Renders:
+    """``Renders`` with the projected landmarks and empty (0-pixel) images: a term that reads
+    pixels in a geometry-only stage fails loudly instead of seeing a blank render."""
+    batch = mesh.vertices.shape[0]
+    empty = mesh.vertices.new_zeros(batch, 1, 0, 0)
+    return Renders(
+        shaded=empty, albedo_shaded=empty.expand(-1, 3, -1, -1), mask=empty, normals=empty.expand(-1, 3, -1, -1),
+        depth=empty, landmarks2d=project_weak_perspective(mesh.landmarks3d, camera, image_size)[..., :2],
+        now_landmarks2d=project_weak_perspective(mesh.now_landmarks3d, camera, image_size)[..., :2],
+    )
+
+
+def _check_inputs(images: Tensor, landmarks: Tensor, valid: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Validate shapes and values; returns (landmarks with invalid points zeroed, valid (B,68) bool)."""
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
         raise ValueError(f"fit_images: images must be (B, 3, S, S), got {tuple(images.shape)}")
     if landmarks.shape != (images.shape[0], 68, 2):
         raise ValueError(f"fit_images: landmarks must be ({images.shape[0]}, 68, 2), got {tuple(landmarks.shape)}")
-    for name, tensor in (("images", images), ("landmarks", landmarks)):
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"fit_images: {name} contain NaN or Inf")
+    if not torch.isfinite(images).all():
+        raise ValueError("fit_images: images contain NaN or Inf")
+    finite = torch.isfinite(landmarks).all(dim=-1)
+    if valid is None:
+        if not finite.all():
+            raise ValueError("fit_images: landmarks contain NaN or Inf; pass landmarks_valid = 0 for invisible points")
+        valid = finite
+    else:
+        if valid.shape != landmarks.shape[:2]:
+            raise ValueError(f"fit_images: landmarks_valid must be {tuple(landmarks.shape[:2])}, got {tuple(valid.shape)}")
+        valid = valid > 0
+        if (valid & ~finite).any():
+            raise ValueError("fit_images: landmarks contain NaN or Inf at points marked valid")
+    counts = valid.sum(dim=1)
+    if (counts < MIN_VALID_LANDMARKS).any():
+        bad = int(torch.nonzero(counts < MIN_VALID_LANDMARKS)[0, 0])
+        raise ValueError(f"fit_images: sample {bad} has {int(counts[bad])} valid landmarks, "
+                         f"at least {MIN_VALID_LANDMARKS} are needed")
+    landmarks = torch.where(valid[..., None], landmarks, torch.zeros_like(landmarks))
+    return landmarks, valid
 
 
 def stages_from_config(config: list[dict[str, Any]]) -> list[FitStage]:

@@ -2,9 +2,18 @@
 
     regressor optimize --images DIR [--landmarks DIR] --config configs/fitting/default.yaml --out DIR
 
-Writes what ``regressor predict`` writes (``<name>.obj``, ``<name>.npz``, ``<name>_render.png``)
-plus ``loss_curves.png`` and ``history.json``. Photos without landmark files are detected
-offline (the ``[detect]`` extra), cached under ``<out>/landmarks``.
+Writes what ``regressor predict`` writes (``<name>.obj``, ``<name>.npz``, ``<name>_render.png``),
+plus ``<name>_overlay.png`` / ``_panel.png`` at the photo's own size and ``<name>_albedo.png``
+(``regressor.io.fit_outputs``), ``loss_curves_batchNNN.png`` and ``history.json``.
+
+``--images`` is a folder of photos or a face folder, given as ``DIR`` or ``DIR/images`` (both find
+``DIR/landmarks``). Photos without landmark files are detected offline (the ``[detect]`` extra),
+cached under ``<out>/landmarks``. Landmark files may mark points invisible (NaN, or a 0/1
+visibility column; ``regressor.data.landmarks_io``): the fit ignores those points.
+
+Every output is the fit of the photo whose name it bears (its npz records the photo's file name
+and SHA-1): an image that cannot be used is skipped, never replaced. The run ends with one
+summary (``fitted N, skipped M`` and each skip's reason), also in ``history.json``.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-checkpoint", default=None, help="regressor .ckpt: start from its prediction (refinement mode)")
     parser.add_argument("--batch-size", type=int, default=None, help="images fitted at once (default from the config)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
+    parser.add_argument("--image-size", type=int, default=None, help="fitting resolution (default: the config's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     return parser
@@ -79,29 +89,38 @@ def plot_history(result: FitResult, path: Path) -> None:
     plt.close(figure)
 
 
-def _dataset(args, image_size: int):
-    from regressor.data.folder import FaceFolderDataset
+def _folder(args, image_size: int):
+    from regressor.data.fit_folder import FitFolder
     from regressor.detect import CachedLandmarkProvider
 
     provider = CachedLandmarkProvider(Path(args.out) / "landmarks")
-    return FaceFolderDataset(args.images, image_size=image_size, split="test", landmarks_dir=args.landmarks,
-                             strict=args.strict, landmark_provider=provider)
+    return FitFolder(args.images, image_size=image_size, landmarks_dir=args.landmarks, landmark_provider=provider,
+                     strict=args.strict)
+
+
+def summary_text(fitted: list[str], skipped: list) -> str:
+    """The one summary printed at the end: fitted N, skipped M, each skip with its reason."""
+    lines = [f"fitted {len(fitted)} image(s)" + (f", skipped {len(skipped)}:" if skipped else "")]
+    lines += [f"  SKIPPED {s.name}: [{s.reason}] {s.detail}" for s in skipped]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from regressor.io.reconstruction import write_reconstruction
+    from regressor.data.fit_folder import collate
+    from regressor.io.fit_outputs import write_fit_outputs
     from regressor.pipeline import Reconstruction
 
     config = load_config(args.config)
+    if args.image_size:
+        config["image_size"] = args.image_size
     device = torch.device(args.device)
     face_model, renderer, loss_stack = build_components(config, device)
     stages = stages_from_config(config["stages"])
     for stage in stages:
         stage.steps = max(0, round(stage.steps * args.steps_scale))
-    dataset = _dataset(args, renderer.image_size[0])
+    folder = _folder(args, renderer.image_size[0])
     batch_size = args.batch_size or int(config.get("batch_size", 8))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reconstructor = None
@@ -109,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         from regressor.inference import Reconstructor
 
         reconstructor = Reconstructor.from_checkpoint(args.init_checkpoint, device=device)
-    histories = {}
-    for index, sample in enumerate(loader):
+    batches, fitted = [], []
+    for index, samples in enumerate(folder.batches(batch_size)):
+        sample = collate(samples)
         images = sample["image"].to(device)
         init = None
         if reconstructor is not None:
@@ -119,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         result = fit_images(images, sample["landmarks"].to(device), loss_stack, face_model, renderer, init=init,
                             stages=stages, landmarks_valid=sample["landmarks_valid"].to(device),
                             learning_rates=config.get("learning_rates"))
-        write_reconstruction(Reconstruction(result.params, result.mesh, result.renders, images=images), out,
-                             names=list(sample["name"]))
+        write_fit_outputs(out, samples, Reconstruction(result.params, result.mesh, result.renders, images=images),
+                          face_model, renderer)
         plot_history(result, out / f"loss_curves_batch{index:03d}.png")
-        histories[f"batch{index:03d}"] = {"names": list(sample["name"]), "history": result.history,
-                                          "stage_starts": result.stage_starts}
-    (out / "history.json").write_text(json.dumps(histories))
-    skipped = dataset.skip_report() if hasattr(dataset, "skip_report") else ""
-    print(f"fitted {len(dataset)} image(s); outputs in {out.resolve()}" + (f"\n{skipped}" if skipped else ""))
-    return 0
+        batches.append({"names": sample["name"], "history": result.history, "stage_starts": result.stage_starts})
+        fitted += sample["name"]
+    skipped = folder.skipped
+    report = {"folder": str(folder.root), "fitted": fitted, "skipped": [s.as_dict() for s in skipped],
+              "batches": batches}
+    (out / "history.json").write_text(json.dumps(report))
+    print(summary_text(fitted, skipped) + f"\noutputs in {out.resolve()}")
+    return 0 if fitted else 1

@@ -6,7 +6,8 @@ Layout (``root``):
 * landmarks with the same stem (``.pts``, ``.npy`` or ``.txt``), searched in ``landmarks_dir``
   (if given), then ``root/landmarks/``, then next to the images;
 * optional ``masks/<stem>.<image ext>`` (face mask, white = face) and ``meshes/<stem>.obj``;
-* optional ``splits/<split>.txt``: one stem per line, restricting the folder to that split.
+* optional ``splits/<split>.txt``: one stem per line, restricting the folder to that split
+  (``split=None``: every image).
 
 The scan is cheap (file headers and text files only, no pixel decoding), so it runs up front:
 every file problem it can see is found before the first epoch and counted by reason in a
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 
 from regressor.data.image_io import IMAGE_EXTENSIONS, ImageReadError, list_images, probe_image
-from regressor.data.landmarks_io import LandmarkFileError, find_landmark_file, load_landmarks
+from regressor.data.landmarks_io import (LandmarkFileError, find_landmark_file, load_landmarks,
+                                         load_landmarks_with_visibility)
 
 SKIP_REASONS = (
     "unreadable_image",  # missing, corrupt, truncated, not an image, too large
@@ -51,7 +53,10 @@ class SampleSkipped(Exception):
 
 @dataclass
 class FaceRecord:
-    """One usable image: paths, and landmarks when a file provided them (None = ask the provider)."""
+    """One usable image: paths, and landmarks when a file provided them (None = ask the provider).
+
+    ``landmarks_valid`` (68,) bool is set when invisible points were allowed (their landmarks are NaN).
+    """
 
     name: str
     image_path: Path
@@ -60,6 +65,8 @@ class FaceRecord:
     landmarks: np.ndarray | None
     mask_path: Path | None = None
     mesh_path: Path | None = None
+    landmark_path: Path | None = None
+    landmarks_valid: np.ndarray | None = None
 
 
 class SkipLog:
@@ -70,14 +77,16 @@ class SkipLog:
     def __init__(self, num_records: int = 0):
         self.upfront: Counter = Counter()
         self.examples: dict[str, list[str]] = {}
+        self.files: list[tuple[str, str, str]] = []  # (file name, reason, detail) of every up-front skip
         self.converted: Counter = Counter()
         self.reset_lazy(num_records)
 
     def reset_lazy(self, num_records: int) -> None:
         self.lazy_codes = torch.zeros(max(num_records, 1), dtype=torch.int8).share_memory_()
 
-    def add(self, reason: str, detail: str) -> None:
+    def add(self, reason: str, detail: str, name: str = "") -> None:
         self.upfront[reason] += 1
+        self.files.append((name, reason, detail))
         self.examples.setdefault(reason, [])
         if len(self.examples[reason]) < 3:
             self.examples[reason].append(detail)
@@ -123,7 +132,11 @@ def _find_sidecar(directory: Path, stem: str, extensions: tuple[str, ...]) -> Pa
 
 
 def check_landmarks_fit_image(landmarks: np.ndarray, width: int, height: int, path: Path) -> None:
-    """Reject landmarks that cannot belong to this image (a mislabelled or swapped file)."""
+    """Reject landmarks that cannot belong to this image (a mislabelled or swapped file).
+    Invisible (NaN) points are not looked at."""
+    landmarks = landmarks[np.isfinite(landmarks).all(axis=1)]
+    if len(landmarks) == 0:
+        raise LandmarkFileError(path, "has non-finite coordinates at every point")
     span = landmarks.max(axis=0) - landmarks.min(axis=0)
     if float(span.max()) < 2.0:
         raise LandmarkFileError(path, f"has degenerate landmarks (they span only {span.max():.2f} px)")
@@ -146,11 +159,12 @@ def _landmark_reason(error: LandmarkFileError) -> str:
 
 def scan_face_folder(
     root: str | Path,
-    split: str = "train",
+    split: str | None = "train",
     landmarks_dir: str | Path | None = None,
     strict: bool = False,
     load_meshes: bool = False,
     allow_missing_landmarks: bool = False,
+    allow_invisible_points: bool = False,
 ) -> tuple[list[FaceRecord], SkipLog]:
     """Vet every image of ``root`` (see module doc). Returns the usable records and a SkipLog.
 
@@ -159,6 +173,8 @@ def scan_face_folder(
             ``FileNotFoundError``, each naming the file) instead of skipping it.
         allow_missing_landmarks: keep images without a landmark file (a landmark provider
             will be asked for them later) instead of skipping them.
+        allow_invisible_points: accept landmark files with invisible points (NaN or a visibility
+            column, ``landmarks_io.load_landmarks_with_visibility``); records get ``landmarks_valid``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -166,7 +182,7 @@ def scan_face_folder(
     images_dir = root / "images" if (root / "images").is_dir() else root
     landmark_dirs = [Path(d) for d in (landmarks_dir, root / "landmarks", images_dir) if d is not None]
     masks_dir, meshes_dir = root / "masks", root / "meshes"
-    wanted = _split_stems(root, split)
+    wanted = _split_stems(root, split) if split is not None else None
     paths = [p for p in list_images(images_dir) if wanted is None or p.stem in wanted]
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {images_dir}")
@@ -176,23 +192,25 @@ def scan_face_folder(
     for path in paths:
         try:
             records.append(
-                _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log)
+                _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log,
+                         allow_invisible_points)
             )
         except SampleSkipped as skip:
             if strict:
                 raise skip.error from None
-            log.add(skip.reason, str(skip.error))
+            log.add(skip.reason, str(skip.error), path.name)
             warnings.warn(f"skipping {path.name}: {skip.error}", stacklevel=2)
     log.reset_lazy(len(records))
     return records, log
 
 
-def _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log) -> FaceRecord:
+def _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_missing_landmarks, log,
+             allow_invisible_points=False) -> FaceRecord:
     try:
         info = probe_image(path)
     except ImageReadError as error:
         raise SampleSkipped("unreadable_image", error) from None
-    landmarks = None
+    landmarks, valid = None, None
     landmark_path = find_landmark_file(path.stem, landmark_dirs)
     if landmark_path is None and not allow_missing_landmarks:
         searched = ", ".join(str(d) for d in dict.fromkeys(landmark_dirs))
@@ -203,7 +221,10 @@ def _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_miss
         raise SampleSkipped("missing_landmarks", error)
     if landmark_path is not None:
         try:
-            landmarks = load_landmarks(landmark_path)
+            if allow_invisible_points:
+                landmarks, valid = load_landmarks_with_visibility(landmark_path)
+            else:
+                landmarks = load_landmarks(landmark_path)
             check_landmarks_fit_image(landmarks, info.width, info.height, landmark_path)
         except LandmarkFileError as error:
             raise SampleSkipped(_landmark_reason(error), error) from None
@@ -226,4 +247,4 @@ def _vet_one(path, landmark_dirs, masks_dir, meshes_dir, load_meshes, allow_miss
             raise SampleSkipped("missing_mesh", missing)
     if info.conversion is not None:
         log.converted[info.conversion] += 1
-    return FaceRecord(path.stem, path, info.width, info.height, landmarks, mask_path, mesh_path)
+    return FaceRecord(path.stem, path, info.width, info.height, landmarks, mask_path, mesh_path, landmark_path, valid)

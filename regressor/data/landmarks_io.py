@@ -8,8 +8,13 @@ top-left *corner*, so pixel ``(col, row)`` has its centre at ``(col + 0.5, row +
   writing (``PTS_TO_PROJECT``), so ``save_pts`` then ``load_landmarks`` is exact and files
   from 300-W, Menpo or dlib-based tools line up with our pixel grid.
 * ``.npy`` and ``.txt`` files are taken to be in the project's convention already (no shift).
-  ``.npy``: an array of shape (68, 2), (1, 68, 2), (136,) or (68, 3) (z dropped).
-  ``.txt``: 68 lines of ``x y`` (spaces or commas), or one line of 136 numbers.
+  ``.npy``: an array of shape (68, 2), (1, 68, 2), (136,) or (68, 3).
+  ``.txt``: 68 lines of ``x y`` (spaces or commas), or one line of 136 numbers, or 68 lines of ``x y v``.
+
+**Invisible points** (``load_landmarks_with_visibility``, used by fitting): a point is invalid
+when its coordinates are NaN (any format; ``nan`` in text files), or when a third column is a
+*visibility* column: every value 0 or 1 and at least one of each (a column of only 0 or only 1
+is a z column, dropped, as before). ``load_landmarks`` (training) still refuses invalid points.
 
 Why hand-written: the ``.pts`` format is a 6-line text format; no maintained library reads it
 with the validation we need (counts, NaN), and pulling in menpo for it would be absurd.
@@ -84,8 +89,8 @@ def _parse_txt(path: Path) -> np.ndarray:
         raise LandmarkFileError(path, f"is not a text file of numbers ({error})") from None
 
 
-def _as_points(array: np.ndarray, path: Path, num_points: int) -> np.ndarray:
-    """Accept the common layouts, then check count and shape."""
+def _as_points(array: np.ndarray, path: Path, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accept the common layouts, then check count and shape; returns (points (N,2), visible (N,) bool)."""
     if array.dtype == object:
         raise LandmarkFileError(path, "holds ragged rows (different numbers of values per line)")
     if array.ndim == 3 and array.shape[0] == 1:
@@ -100,17 +105,54 @@ def _as_points(array: np.ndarray, path: Path, num_points: int) -> np.ndarray:
         raise LandmarkFileError(path, f"has shape {tuple(array.shape)}, expected ({num_points}, 2)")
     if array.shape[0] != num_points:
         raise LandmarkFileError(path, f"has {array.shape[0]} points, expected {num_points}")
-    return array[:, :2]
+    points = array[:, :2].copy()
+    visible = np.isfinite(points).all(axis=1)
+    if array.shape[1] == 3 and _is_visibility_column(array[:, 2]):
+        visible &= array[:, 2] == 1
+    points[~visible] = np.nan
+    return points, visible
+
+
+def _is_visibility_column(column: np.ndarray) -> bool:
+    """0/1 values with both present (a constant column is a z coordinate, see the module doc)."""
+    finite = column[np.isfinite(column)]
+    return finite.size == column.size and bool(np.isin(finite, (0.0, 1.0)).all()) and len(np.unique(finite)) == 2
 
 
 def load_landmarks(path: str | os.PathLike, num_points: int = NUM_POINTS) -> np.ndarray:
-    """Load ``(num_points, 2) float32`` landmarks in project pixel coordinates.
+    """Load ``(num_points, 2) float32`` landmarks in project pixel coordinates, every point valid.
 
     Raises:
         LandmarkFileError: missing file, unknown extension, malformed content, wrong number of
-            points (``"x.pts has 67 points, expected 68"``) or NaN/inf coordinates.
+            points (``"x.pts has 67 points, expected 68"``), NaN/inf coordinates or points marked
+            invisible (``load_landmarks_with_visibility`` accepts those).
     """
-    path = Path(path)
+    points, visible = _read_points(Path(path), num_points)
+    bad = np.flatnonzero(~visible)
+    if bad.size:
+        first = int(bad[0])
+        raise LandmarkFileError(
+            path,
+            f"has non-finite coordinates at {bad.size} point(s), "
+            f"first point {first}: ({points[first, 0]}, {points[first, 1]})",
+        )
+    return points.astype(np.float32)
+
+
+def load_landmarks_with_visibility(path: str | os.PathLike, num_points: int = NUM_POINTS
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(points (N,2) float32, visible (N,) bool)``; invisible points are NaN (see the module doc).
+
+    Raises ``LandmarkFileError`` as ``load_landmarks`` does, except for invisible points, and
+    when no point at all is visible.
+    """
+    points, visible = _read_points(Path(path), num_points)
+    if not visible.any():
+        raise LandmarkFileError(path, "has non-finite coordinates at every point (no visible landmark)")
+    return points.astype(np.float32), visible
+
+
+def _read_points(path: Path, num_points: int) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise LandmarkFileError(path, "does not exist")
     suffix = path.suffix.lower()
@@ -122,16 +164,7 @@ def load_landmarks(path: str | os.PathLike, num_points: int = NUM_POINTS) -> np.
         array = _parse_txt(path)
     else:
         raise LandmarkFileError(path, f"has unknown extension {suffix!r}; expected one of {LANDMARK_EXTENSIONS}")
-    points = _as_points(array, path, num_points)
-    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
-    if bad.size:
-        first = int(bad[0])
-        raise LandmarkFileError(
-            path,
-            f"has non-finite coordinates at {bad.size} point(s), "
-            f"first point {first}: ({points[first, 0]}, {points[first, 1]})",
-        )
-    return points.astype(np.float32)
+    return _as_points(array, path, num_points)
 
 
 def save_pts(path: str | os.PathLike, points: np.ndarray) -> Path:

@@ -39,7 +39,8 @@ def _grey_renders(npz_path: Path, config: dict, yaw: float) -> tuple[np.ndarray,
     from regressor.types import FaceParams
 
     stored = np.load(npz_path)
-    params = FaceParams(**{key: torch.from_numpy(stored[key])[None].float() for key in stored.files})
+    fields = FaceParams.__dataclass_fields__  # the npz also holds landmarks and provenance
+    params = FaceParams(**{key: torch.from_numpy(stored[key])[None].float() for key in stored.files if key in fields})
     face_model = FaceModel(**config.get("face_model", {}))
     renderer = Renderer(image_size=PANEL, background_value=1.0)
     pictures = []

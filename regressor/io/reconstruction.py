@@ -2,7 +2,8 @@
 
 For an input named ``<name>`` (its file stem) ``write_reconstruction`` produces, in ``output_dir``:
 ``<name>.obj`` (pytorch3d ``save_obj``, metres, model space), ``<name>.npz`` (every
-``FaceParams`` field without the batch dimension) and ``<name>_render.png`` (the grey
+``FaceParams`` field without the batch dimension, plus ``now_landmarks3d`` (7, 3) metres, the
+NoW alignment landmarks, so that ``regressor evaluate`` needs nothing else) and ``<name>_render.png`` (the grey
 shaded render blended over the input). Used by ``regressor optimize`` and by the Lightning
 ``MeshPredictionWriter`` callback.
 """
@@ -41,6 +42,7 @@ def write_reconstruction(result: Any, output_dir: str | Path, names: Sequence[Op
         stem = output_stem(names[i] if i < len(names) else None, f"{fallback_prefix}_{i:03d}")
         save_obj(out / f"{stem}.obj", result.mesh.vertices[i].detach().float().cpu(), faces)
         params = {key: value[i].detach().float().cpu().numpy() for key, value in result.params.items()}
+        params["now_landmarks3d"] = result.mesh.now_landmarks3d[i].detach().float().cpu().numpy()
         np.savez(out / f"{stem}.npz", **params)
         if result.images is not None:
             picture = overlay(result.images[i : i + 1].float(), result.renders.shaded[i : i + 1].float(), result.renders.mask[i : i + 1].float())
