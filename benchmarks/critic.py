@@ -18,6 +18,11 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
    alone; fraction of faces whose mean vertex error (against the truth) went down. Goal: most (> 0.5).
    ``gradient_normalised_*`` repeats it with fixed-length steepest-ascent steps, and
    ``*_visible_*`` measure the error on the vertices visible in the image only (secondary figures).
+5. ``operating_point.*`` and ``interior_sensitivity_fraction`` (issue 17): at the pose and camera of
+   the no-critic fitter on noisy landmarks (σ 1.5 px; ``regressor.critic.fits``, cached under
+   ``--fit-cache``), on ``--op-faces`` faces; definitions and goals in ``regressor.critic.operating_point``.
+6. ``topology.*`` (issue 18): face-only masks and decimated heads never used in training, against
+   their same-topology negatives, on ``--topology-faces`` faces; see ``regressor.critic.topology_metrics``.
 """
 from __future__ import annotations
 
@@ -30,14 +35,22 @@ from pathlib import Path
 import torch
 
 from regressor.critic.negatives import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mesh_for_rendering
+from regressor.critic.fits import cached_fits
+from regressor.critic.operating_point import GOALS as OPERATING_POINT_GOALS
+from regressor.critic.operating_point import operating_point_figures, vertex_renderer
 from regressor.critic.probe import gradient_probe
+from regressor.critic.target import face_region
+from regressor.critic.topology_metrics import GOALS as TOPOLOGY_GOALS
+from regressor.critic.topology_metrics import topology_figures as surface_topology_figures
 from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.critic.network import ShapeCritic
 from regressor.critic.objective import auc, spearman
 from regressor.types import FaceMesh, replace
 
 SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)
-GOALS = {"auc_2mm": ">= 0.95", "spearman": "<= -0.7", "topology_ratio": "< 0.1", "gradient_fraction": "> 0.5"}
+GOALS = {"auc_2mm": ">= 0.95", "spearman": "<= -0.7", "topology_ratio": "< 0.1", "gradient_fraction": "> 0.5",
+         **OPERATING_POINT_GOALS, **TOPOLOGY_GOALS}
+FIT_CACHE = "outputs/critic_fit_cache"
 
 
 def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int):
@@ -161,8 +174,37 @@ def visible_vertices(vertices, faces, camera, image_size) -> torch.Tensor:
     return mask
 
 
+def held_out_figures(critic, face_model, batch, op_faces: int, topology_faces: int, fit_cache: str | None,
+                     fit_steps_scale: float = 0.5) -> dict:
+    """The operating-point and topology figures on the first faces of ``batch`` (0 = skip)."""
+    from regressor.synthetic.displacement import displace_landmarks
+
+    renderer = critic.render_settings.renderer(image_size=batch.image.shape[-1])
+    with torch.no_grad():
+        mesh = face_model(batch.params)
+        now = displace_landmarks(mesh.now_landmarks3d, mesh.vertices, batch.displacement)
+        landmarks = displace_landmarks(mesh.landmarks3d, mesh.vertices, batch.displacement)
+    figures = {}
+    if op_faces:
+        sub = _batch_first(batch, op_faces)
+        fits = cached_fits(face_model, sub.image, sub.landmarks, sub.landmarks_valid, sub.seeds, fit_cache,
+                           steps_scale=fit_steps_scale)
+        region = face_region(sub.vertices, now[:op_faces])
+        figures.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), sub.image,
+                                               sub.vertices, sub.params, fits.final, fits.landmarks, sub.landmarks_valid,
+                                               region))
+        figures["operating_point.fit"] = {"landmark_noise_px": 1.5, "steps_scale": fit_steps_scale,
+                                          "config": "configs/fitting/no_critic.yaml", "stages": fits.stages}
+    if topology_faces:
+        n = topology_faces
+        figures.update(surface_topology_figures(critic, renderer, batch.image[:n], batch.vertices[:n], face_model.faces,
+                                                now[:n], landmarks[:n], batch.params.camera[:n]))
+    return figures
+
+
 def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient_steps: int = 30,
-        gradient_lr: float = 0.05, image_size: int = 64, seed_offset: int = 0) -> dict:
+        gradient_lr: float = 0.05, image_size: int = 64, seed_offset: int = 0, op_faces: int = 24,
+        topology_faces: int = 12, fit_cache: str | None = FIT_CACHE) -> dict:
     from regressor.face_model import FaceModel
     from regressor.render import Renderer
 
@@ -183,6 +225,8 @@ def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient
     figures.update(gradient_figures(critic, renderer, face_model, sub, gradient_steps, gradient_lr, seed=2))
     figures.update(gradient_figures(critic, renderer, face_model, sub, gradient_steps, 0.15, seed=2,
                                     optimizer_name="normalised", prefix="gradient_normalised"))
+    figures.update(held_out_figures(critic, face_model, batch, min(op_faces, num_faces), min(topology_faces, num_faces),
+                                    fit_cache))
     figures.update({"checkpoint": str(checkpoint), "seeds": f"SPLIT_SEEDS['test'] + {seed_offset} + [0, {num_faces})",
                     "num_faces": num_faces, "severities": list(SEVERITIES), "image_size": image_size,
                     "goals": GOALS, "seconds": round(time.time() - start, 1)})
@@ -194,7 +238,7 @@ def _first(candidates, n: int):
 
 
 def _batch_first(batch, n: int):
-    return replace(batch, image=batch.image[:n], vertices=batch.vertices[:n], params=batch.params[:n])
+    return batch._map(lambda t: t[:n])  # every tensor field, FaceParams included
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-faces", type=int, default=24)
     parser.add_argument("--gradient-steps", type=int, default=30)
     parser.add_argument("--gradient-lr", type=float, default=0.05)
+    parser.add_argument("--op-faces", type=int, default=24, help="faces of the operating-point figures (0 = skip)")
+    parser.add_argument("--topology-faces", type=int, default=12, help="faces of the topology.* figures (0 = skip)")
+    parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
     args = parser.parse_args(argv)
-    figures = run(args.checkpoint, args.num_faces, args.gradient_faces, args.gradient_steps, args.gradient_lr)
+    figures = run(args.checkpoint, args.num_faces, args.gradient_faces, args.gradient_steps, args.gradient_lr,
+                  op_faces=args.op_faces, topology_faces=args.topology_faces, fit_cache=args.fit_cache or None)
     for key in ("auc_2mm", "spearman", "topology_ratio", "gradient_fraction"):
         print(f"{key:>20}: {figures[key]:.3f}   (goal {GOALS[key]})")
     print(f"{'gradient error':>20}: {figures['gradient_error_start_mm']:.2f} -> {figures['gradient_error_end_mm']:.2f} mm"
@@ -217,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
           f" normalised {figures['gradient_normalised_visible_fraction']:.3f}"
           f" ({figures['gradient_normalised_visible_error_start_mm']:.2f} ->"
           f" {figures['gradient_normalised_visible_error_end_mm']:.2f} mm)")
+    for key in (*OPERATING_POINT_GOALS, "operating_point.monotone_fraction", "operating_point.gradient_cosine_landmarks",
+                *TOPOLOGY_GOALS):
+        if key in figures:
+            print(f"{key:>44}: {figures[key]:.3f}   (goal {GOALS.get(key, '-')})")
     for name, t in figures["per_type"].items():
         auc_text = "  n/a" if t["auc"] is None else f"{t['auc']:.3f}"
         print(f"{name:>20}: auc {auc_text}  spearman {t['spearman']:+.3f}  error(mm) {t['mean_error_mm_by_severity']}")

@@ -83,7 +83,7 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = 0
         elif key in ("every_n_steps", "every_n_train_steps", "log_images_every_n_steps", "log_every_n_steps") and isinstance(value, int):
             value = 1
-        elif key in ("save_dir", "dirpath", "default_root_dir", "output_dir"):
+        elif key in ("save_dir", "dirpath", "default_root_dir", "output_dir", "fit_cache"):
             value = str(out_dir / key)
         elif key == "checkpoint" and node.get("name") == "perceptual_shape":
             value = str(critic)
@@ -91,7 +91,8 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = str(critic)
         elif key == "init_checkpoint" and value:
             value = None  # a shipped 64 px critic cannot initialise the tiny one (tests/test_critic_ascent.py covers it)
-        elif parent_key == "ascent" and key in ("faces_per_step", "max_steps") and isinstance(value, int):
+        elif parent_key in ("ascent", "operating_point", "topology") and key in (
+                "faces_per_step", "max_steps", "ascent_steps", "negatives") and isinstance(value, int):
             value = min(value, 2)
         result[key] = value
     if result.get("backbone") and result["backbone"] not in SMALL_BACKBONES:

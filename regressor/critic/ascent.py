@@ -113,13 +113,15 @@ def perturbed_start(params: FaceParams, variables: tuple[str, ...], noise: float
 
 
 def ascent_candidates(critic, face_model, render, image: Tensor, params: FaceParams, truth: Tensor,
-                      config: AscentConfig, generator: torch.Generator) -> RenderedCandidates:
+                      config: AscentConfig, generator: torch.Generator, error_fn=None) -> RenderedCandidates:
     """Climb the critic's score from perturbed parameters; render [truth, start, end] per face.
 
     Args:
         critic: the ShapeCritic being trained (used in eval mode for the climb, then restored).
         face_model: FaceModel; ``render(vertices, camera) -> Renders`` draws grey renders.
         image: (B, 3, H, W) the faces' images; params / truth: their true parameters and vertices.
+        error_fn: ``error_fn(vertices (B, C, V, 3), truth (B, V, 3)) -> (B, C)`` mm, the critic's error
+            target (default: mean vertex error, the camera-frame whole-head target).
     Returns:
         RenderedCandidates with C = 3 columns (truth, start, end); errors in mm against ``truth``.
     """
@@ -135,7 +137,7 @@ def ascent_candidates(critic, face_model, render, image: Tensor, params: FacePar
         end_vertices = face_model(replace(params, **end)).vertices + displacement
         vertices = torch.stack([truth, start_vertices, end_vertices], dim=1)  # (B, 3, V, 3)
         renders = render(vertices.flatten(0, 1), params.camera.repeat_interleave(3, dim=0))
-        error = mean_vertex_error_mm(vertices, truth[:, None])
+        error = error_fn(vertices, truth) if error_fn is not None else mean_vertex_error_mm(vertices, truth[:, None])
     unflat = lambda x: x.reshape(b, 3, *x.shape[1:])  # noqa: E731
     type_index = torch.full((b, 3), ASCENT_TYPE_INDEX, dtype=torch.long, device=truth.device)
     type_index[:, 0] = -1

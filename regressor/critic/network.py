@@ -101,6 +101,9 @@ class ShapeCritic(nn.Module):
             the critic's objective is built with it (``CriticModule``), and it is stored in the
             checkpoint (files before issue 14 call it ``error_scale_mm``).
         render: ``CriticRenderSettings`` (or its fields as a dict) of the grey renders it scores.
+        error_target: which error the score is calibrated to (``regressor.critic.target.TARGETS``):
+            ``camera_whole_head`` (every critic before issue 17, and files without the key) or
+            ``aligned_face_region`` (NoW-like: Procrustes-aligned face-region vertex error).
     """
 
     def __init__(
@@ -110,8 +113,14 @@ class ShapeCritic(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         error_unit_mm: float = 1.0,
         render: CriticRenderSettings | dict[str, Any] | None = None,
+        error_target: str = "camera_whole_head",
     ) -> None:
         super().__init__()
+        from regressor.critic.target import TARGETS
+
+        if error_target not in TARGETS:
+            raise ValueError(f"ShapeCritic: error_target must be one of {TARGETS}, got {error_target!r}")
+        self.error_target = error_target
         self.backbone_name = backbone
         self.image_size = int(image_size)
         self.backbone_kwargs = _to_plain(dict(backbone_kwargs or {}))
@@ -134,6 +143,7 @@ class ShapeCritic(nn.Module):
         return {
             **self.architecture,
             "error_unit_mm": self.error_unit_mm,
+            "error_target": self.error_target,
             "render": _to_plain(asdict(self.render_settings)),
         }
 

@@ -23,6 +23,11 @@ from regressor.critic.network import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 from regressor.critic.ascent import AscentConfig, ascent_candidates
 from regressor.critic.probe import gradient_probe
+from regressor.critic.operating_candidates import OperatingPointConfig
+from regressor.critic.target import ALIGNED_FACE_REGION, aligned_face_error_mm, face_region
+from regressor.training.critic_groups import (
+    OperatingPointGroup, TopologyConfig, outside_gradient_fraction, topology_group, truth_landmarks, validation_figures,
+)
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceParams
 
@@ -49,6 +54,17 @@ class CriticModule(pl.LightningModule):
             its architecture must equal this module's), e.g. to fine-tune with ascent negatives.
         val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
             from perturbed shape/expression; ``val/gradient_fraction`` = share whose error falls; 0 = off).
+        error_target: ``camera_whole_head`` (mean vertex error in the true camera, the first critics) or
+            ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW; issue 17); stored in
+            the critic's checkpoint. Every candidate group's error is measured with it.
+        operating_point: ``OperatingPointConfig`` keyword overrides: candidates at the no-critic fitter's
+            pose and camera (``regressor.critic.operating_candidates``); off unless ``faces_per_step > 0``.
+        topology: ``TopologyConfig`` keyword overrides: crops, remeshed, subdivided and holed heads with
+            same-topology negatives (issue 18); off unless ``faces_per_step > 0``.
+        input_gradient_penalty: weight of the share of |d score / d render| outside the eroded face mask
+            (double backpropagation on the main group; 0 = off).
+        val_operating_point_faces / val_topology_faces: validation faces of the ``val/operating_point.*``,
+            ``val/interior_sensitivity_fraction`` and ``val/topology.*`` figures (0 = off).
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -58,17 +74,22 @@ class CriticModule(pl.LightningModule):
                  background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
-                 init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0) -> None:
+                 init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
+                 error_target: str = "camera_whole_head", operating_point: dict[str, Any] | None = None,
+                 topology: dict[str, Any] | None = None, input_gradient_penalty: float = 0.0,
+                 val_operating_point_faces: int = 0, val_topology_faces: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         if "error_unit_mm" in (objective or {}):
             raise ValueError("CriticModule: objective.error_unit_mm has moved to model.init_args.error_unit_mm "
                              "(one error unit, stored in the critic's checkpoint)")
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs, error_unit_mm=error_unit_mm,
-                                  render={"image_size": render_size})
+                                  render={"image_size": render_size}, error_target=error_target)
         if init_checkpoint:
             self._load_initial_weights(init_checkpoint)
         self.ascent = AscentConfig(**(ascent or {}))
+        self.operating_point = OperatingPointGroup(OperatingPointConfig(**(operating_point or {})))
+        self.topology = TopologyConfig(**(topology or {}))
         self.hparams["critic_config"] = self.critic.config
         self.objective = CriticObjective(error_unit_mm=self.critic.error_unit_mm, **(objective or {}))
         self.perturbation = PerturbationConfig(**(perturbation or {}))
@@ -132,9 +153,29 @@ class CriticModule(pl.LightningModule):
         if stale:
             rows = torch.tensor(stale)
             params = FaceParams.from_dict(batch["params"])[rows.to(self.device)]
-            candidates = make_candidates(params, batch["vertices"][rows.to(self.device)])
+            candidates = self.with_target_error(make_candidates(params, batch["vertices"][rows.to(self.device)]),
+                                                params, batch["vertices"][rows.to(self.device)])
             cache.put([keys[i] for i in stale], self.render_candidates(candidates, light[rows]))
         return cache.get(keys, self.device)
+
+    def face_region(self, params: FaceParams, vertices: Tensor) -> Tensor:
+        """(B, V) bool face region of true heads (NoW sphere of their 7 landmarks, displacement included)."""
+        _, _, now = truth_landmarks(self.tools()[0], params, vertices, self.critic.render_settings.image_size)
+        return face_region(vertices, now)
+
+    def with_target_error(self, candidates: CandidateSet, params: FaceParams, vertices: Tensor) -> CandidateSet:
+        """Candidates with ``error_mm`` measured by the critic's error target (the generator's is camera-frame)."""
+        if self.critic.error_target != ALIGNED_FACE_REGION:
+            return candidates
+        error = aligned_face_error_mm(candidates.vertices, vertices, self.face_region(params, vertices))
+        error[:, 0] = 0.0
+        return type(candidates)(**{**vars(candidates), "error_mm": error})
+
+    def target_error_fn(self, params: FaceParams):
+        """``error_fn(vertices (B, C, V, 3), truth) -> (B, C)`` of the critic's target (ascent candidates)."""
+        if self.critic.error_target != ALIGNED_FACE_REGION:
+            return None
+        return lambda vertices, truth: aligned_face_error_mm(vertices, truth, self.face_region(params, truth))
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -151,6 +192,16 @@ class CriticModule(pl.LightningModule):
         losses = self.objective(scores, rendered.error_mm)
         if self.ascent.active(self.global_step):
             losses = self._add_ascent_loss(batch, light, generator, losses)
+        if self.operating_point.config.faces_per_step:
+            losses = self._add_operating_point_loss(batch, light, generator, losses)
+        if self.topology.faces_per_step:
+            losses = self._add_topology_loss(batch, light, generator, losses)
+        if self.hparams.input_gradient_penalty:
+            n = min(4, image.shape[0])
+            outside = outside_gradient_fraction(self.critic, image[:n].repeat_interleave(shaded.shape[1], dim=0),
+                                                shaded[:n].flatten(0, 1), rendered.mask[:n].flatten(0, 1))
+            losses = {**losses, "outside_gradient_fraction": outside.detach(),
+                      "total": losses["total"] + self.hparams.input_gradient_penalty * outside}
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=image.shape[0])
         self.log("train/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
         every = self.hparams.log_images_every_n_steps
@@ -165,7 +216,8 @@ class CriticModule(pl.LightningModule):
         n = min(self.ascent.faces_per_step, batch["image"].shape[0])
         params = FaceParams.from_dict(batch["params"])[torch.arange(n, device=self.device)]
         rendered = ascent_candidates(self.critic, face_model, self._vertex_renderer(light[:n]), batch["image"][:n],
-                                     params, batch["vertices"][:n], self.ascent, generator)
+                                     params, batch["vertices"][:n], self.ascent, generator,
+                                     error_fn=self.target_error_fn(params))
         image, shaded = augment_pairs(batch["image"][:n], self._randomise_background(rendered, generator), generator)
         ascent_losses = self.objective(self.score(image, shaded), rendered.error_mm)
         climbed = rendered.error_mm[:, 2] - rendered.error_mm[:, 1]
@@ -174,6 +226,46 @@ class CriticModule(pl.LightningModule):
         losses["ascent_error_change_mm"] = climbed.mean().detach()
         losses["total"] = losses["total"] + self.ascent.weight * ascent_losses["total"]
         return losses
+
+    def _add_group_loss(self, name: str, image: Tensor, rendered: RenderedCandidates, weight: float,
+                        generator: torch.Generator, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        image, shaded = augment_pairs(image, self._randomise_background(rendered, generator), generator)
+        group = self.objective(self.score(image, shaded), rendered.error_mm)
+        return {**losses, name: group["total"], "total": losses["total"] + weight * group["total"]}
+
+    def _add_operating_point_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
+                                  losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank candidates at the no-critic fit's pose and camera (``regressor.critic.operating_candidates``)."""
+        face_model, renderer, _ = self.tools()
+        pool = self.trainer.datamodule.train_pool
+        self.operating_point.prepare(face_model, pool.images, pool.vertices, FaceParams.from_dict(pool.params),
+                                     torch.tensor(pool.seeds))
+        cfg = self.operating_point.config
+        n = min(cfg.faces_per_step, batch["image"].shape[0])
+        render = self._vertex_renderer(light[:n])
+        candidates, n = self.operating_point.candidates(face_model, batch, generator, self.critic, render)
+        b, c = candidates.error_mm.shape
+        renders = render(candidates.vertices.flatten(0, 1), candidates.camera.flatten(0, 1))
+        unflat = lambda x: x.reshape(b, c, *x.shape[1:])  # noqa: E731
+        rendered = RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), candidates.error_mm,
+                                      candidates.type_index)
+        return self._add_group_loss("operating_point", batch["image"][:n], rendered, cfg.weight, generator, losses)
+
+    def _add_topology_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
+                           losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Rank other topologies and coverage against their same-topology negatives (issue 18)."""
+        face_model, renderer, _ = self.tools()
+
+        def render_one(vertices, faces, camera, i):
+            return renderer(mesh_for_rendering(vertices, faces), camera[None].expand(len(vertices), 3),
+                            light_direction=light[i:i + 1].to(self.device).expand(len(vertices), 3))
+
+        shaded, mask, error = topology_group(face_model, batch, self.topology, generator, render_one)
+        n = shaded.shape[0]
+        type_index = torch.zeros_like(error, dtype=torch.long)
+        type_index[:, 0] = -1
+        rendered = RenderedCandidates(shaded, mask, error, type_index)
+        return self._add_group_loss("topology", batch["image"][:n], rendered, self.topology.weight, generator, losses)
 
     def _vertex_renderer(self, light: Tensor):
         """``render(vertices (N,V,3), camera (N,3))`` for N = a multiple of len(light) (one light per face)."""
@@ -199,6 +291,7 @@ class CriticModule(pl.LightningModule):
         rendered = self.cached_render(
             batch, self._val_cache, torch.Generator().manual_seed(0), light=default_light,
             make_candidates=lambda p, v: self.validation_candidates(p, v, seed=10_000 + batch_idx))
+        # the cached validation errors follow the critic's error target (see ``with_target_error``)
         shaded = rendered.shaded.float()
         scores = self.score(image, shaded)
         losses = self.objective(scores, rendered.error_mm)
@@ -208,6 +301,7 @@ class CriticModule(pl.LightningModule):
         if batch_idx == 0:
             self._log_grid("val/pairs", image, shaded, scores, rendered.error_mm)
             self._log_gradient_probe(batch, default_light)
+            self._log_held_out_figures(batch)
 
     def _log_gradient_probe(self, batch: dict[str, Any], light: Tensor) -> None:
         n = min(self.hparams.val_gradient_faces, batch["image"].shape[0])
@@ -218,6 +312,20 @@ class CriticModule(pl.LightningModule):
             probe = gradient_probe(self.critic, self.tools()[0], self._vertex_renderer(light[:n].clone()),
                                    batch["image"][:n].clone(), params, batch["vertices"][:n].clone()).summary()
         self.log_dict({f"val/{k}": v for k, v in probe.items()}, batch_size=n)
+
+    def _log_held_out_figures(self, batch: dict[str, Any]) -> None:
+        """``val/operating_point.*``, ``val/interior_sensitivity_fraction``, ``val/topology.*`` (benchmark code)."""
+        hp = self.hparams
+        if not (hp.val_operating_point_faces or hp.val_topology_faces):
+            return
+        face_model, renderer, _ = self.tools()
+        cfg = self.operating_point.config
+        with torch.inference_mode(False):
+            plain = {k: (v.clone() if isinstance(v, Tensor) else {kk: vv.clone() for kk, vv in v.items()})
+                     for k, v in batch.items()}
+            figures = validation_figures(self.critic, face_model, renderer, plain, hp.val_operating_point_faces,
+                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale)
+        self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:

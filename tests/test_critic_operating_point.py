@@ -1,0 +1,160 @@
+"""Issue 17: the aligned face-region target, candidates at the fitted pose, and the operating-point figures."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pytorch3d.transforms import axis_angle_to_matrix
+from torch import nn
+
+from regressor.critic.fits import OperatingFits
+from regressor.critic.operating_candidates import OperatingPointConfig, operating_candidates
+from regressor.critic.operating_point import interior_sensitivity, operating_point_figures, vertex_renderer
+from regressor.critic.target import aligned_face_error_mm, face_region, place_like
+from regressor.face_model import FaceModel
+from regressor.render import Renderer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return FaceModel.builtin()
+
+
+def truth_and_region(face_model, batch: int = 2, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    params = face_model.zero_params(batch)
+    params.shape = 0.8 * torch.randn(params.shape.shape, generator=generator)
+    params.expression = 0.5 * torch.randn(params.expression.shape, generator=generator)
+    params.global_pose = 0.2 * torch.randn(batch, 3, generator=generator)
+    mesh = face_model(params)
+    return params, mesh.vertices, face_region(mesh.vertices, mesh.now_landmarks3d)
+
+
+def similarity_copy(vertices, angle=0.3, scale=1.1, shift=(0.01, -0.02, 0.03)):
+    rotation = axis_angle_to_matrix(torch.tensor([[0.0, angle, 0.1]]))
+    return scale * vertices @ rotation.transpose(1, 2) + torch.tensor(shift)
+
+
+def test_aligned_error_is_zero_for_a_similarity_copy_of_the_truth(face_model):
+    _, truth, region = truth_and_region(face_model)
+    assert aligned_face_error_mm(similarity_copy(truth), truth, region).abs().max() < 1e-3
+
+
+def test_aligned_error_counts_face_region_changes_only(face_model):
+    _, truth, region = truth_and_region(face_model)
+    inside, outside = truth.clone(), truth.clone()
+    inside[region] += torch.tensor([0.0, 0.0, 0.002])  # 2 mm forward, face only: not a similarity
+    inside[~region] -= torch.tensor([0.0, 0.0, 0.002])
+    outside[~region] += torch.tensor([0.0, 0.0, 0.01])  # the back of the head only
+    moved = aligned_face_error_mm(torch.stack([inside, outside], dim=1), truth, region)
+    assert (moved[:, 0] > 0.0).all()
+    assert moved[:, 1].abs().max() < 1e-3, "changes outside the face region must not count"
+
+
+def test_place_like_moves_the_truth_onto_a_fit_without_changing_its_shape(face_model):
+    _, truth, region = truth_and_region(face_model)
+    fitted = similarity_copy(truth, angle=-0.2, scale=0.9)
+    placed = place_like(truth, fitted, region)
+    assert (placed - fitted).norm(dim=-1).max() < 1e-5
+    assert aligned_face_error_mm(placed, truth, region).abs().max() < 1e-3
+
+
+def fake_fits(face_model, truth_params, noise: float = 0.6):
+    """Stand-ins for no-critic fits: the truth's pose and camera a little off, shape and expression noisy."""
+    generator = torch.Generator().manual_seed(1)
+    stages = []
+    for scale in (1.5, 1.0):
+        fit = truth_params.clone()
+        fit.shape = fit.shape + scale * noise * torch.randn(fit.shape.shape, generator=generator)
+        fit.expression = fit.expression + scale * noise * torch.randn(fit.expression.shape, generator=generator)
+        fit.global_pose = fit.global_pose + 0.03
+        fit.camera = fit.camera * torch.tensor([1.03, 1.0, 1.0]) + torch.tensor([0.0, 0.004, -0.003])
+        stages.append(fit)
+    return OperatingFits(torch.zeros(truth_params.batch_size, 68, 2), ["shape", "appearance"], stages)
+
+
+def test_candidates_at_the_fitted_pose_have_a_zero_error_positive_and_graded_negatives(face_model):
+    params, truth, region = truth_and_region(face_model)
+    fits = fake_fits(face_model, params)
+    config = OperatingPointConfig(faces_per_step=2, line_points=(0.5, 1.4), pose_jitter=0.0, camera_jitter=0.0)
+    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
+    b, c = built.error_mm.shape
+    assert c == 1 + 2 + 2 and built.vertices.shape == (b, c, *truth.shape[1:])
+    assert (built.error_mm[:, 0] == 0).all() and (built.type_index[:, 0] == -1).all()
+    final = face_model(fits.final).vertices
+    # every candidate is seen through the final fit's camera, and the positive sits where the fit sits
+    assert torch.allclose(built.camera, fits.final.camera[:, None].expand(b, c, 3))
+    placed_distance = (built.vertices[:, 0] - final)[region].norm(dim=-1).mean()
+    truth_distance = (truth - final)[region].norm(dim=-1).mean()
+    assert placed_distance < truth_distance
+    # the early fit is worse than the final fit; the line fit -> truth is graded on both sides of the truth
+    early, late, half, beyond = built.error_mm[:, 1], built.error_mm[:, 2], built.error_mm[:, 3], built.error_mm[:, 4]
+    assert (early > late).all()
+    assert torch.allclose(half, 0.5 * late, rtol=0.15) and torch.allclose(beyond, 0.4 * late, rtol=0.15)
+
+
+def test_jitter_moves_candidates_but_not_their_error(face_model):
+    params, truth, region = truth_and_region(face_model)
+    fits = fake_fits(face_model, params)
+    still = operating_candidates(face_model, truth, region, fits, OperatingPointConfig(pose_jitter=0.0, camera_jitter=0.0),
+                                 torch.Generator().manual_seed(0))
+    moved = operating_candidates(face_model, truth, region, fits, OperatingPointConfig(pose_jitter=0.05, camera_jitter=0.02),
+                                 torch.Generator().manual_seed(0))
+    assert not torch.allclose(still.vertices, moved.vertices) and not torch.allclose(still.camera, moved.camera)
+    assert torch.allclose(still.error_mm, moved.error_mm)
+
+
+class BackgroundOnlyCritic(nn.Module):
+    """Scores the sum of the shaded render over the pixels where no face is drawn."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.background = 1.0 - mask
+
+    def forward(self, image, shaded):
+        return (shaded * self.background).flatten(1).sum(1) + 0.0 * image.sum()
+
+
+class OracleCritic(nn.Module):
+    """Knows the render it wants: minus the L1 distance to a reference render (or plus, ``sign=-1``)."""
+
+    def __init__(self, reference, sign: float = 1.0):
+        super().__init__()
+        self.reference, self.sign = reference, sign
+
+    def forward(self, image, shaded):
+        reference = self.reference.repeat_interleave(shaded.shape[0] // self.reference.shape[0], dim=0)
+        return -self.sign * (shaded - reference).abs().flatten(1).mean(1) + 0.0 * image.sum()
+
+
+def test_interior_sensitivity_of_a_background_only_critic_is_near_zero(face_model):
+    params, truth, _ = truth_and_region(face_model)
+    renders = vertex_renderer(Renderer(image_size=SIZE), face_model.faces)(truth, params.camera)
+    assert renders.mask.mean() > 0.1
+    fraction = interior_sensitivity(BackgroundOnlyCritic(renders.mask), torch.rand(2, 3, SIZE, SIZE), renders.shaded, renders.mask)
+    assert fraction.max() < 0.05
+    everywhere = interior_sensitivity(OracleCritic(torch.zeros(2, 1, SIZE, SIZE)), torch.rand(2, 3, SIZE, SIZE),
+                                      renders.shaded + 0.5, renders.mask)
+    assert 0.05 < float(everywhere.mean()) < 1.0
+
+
+@pytest.mark.parametrize("sign, expected", [(1.0, 1.0), (-1.0, 0.0)])
+def test_truth_wins_follows_a_critic_that_knows_the_true_render(face_model, sign, expected):
+    params, truth, region = truth_and_region(face_model)
+    fits = fake_fits(face_model, params)
+    render = vertex_renderer(Renderer(image_size=SIZE), face_model.faces)
+    with torch.no_grad():
+        placed = place_like(truth, face_model(fits.final).vertices, region)
+        reference = render(placed, fits.final.camera).shaded
+    critic = OracleCritic(reference, sign)
+    image = torch.rand(2, 3, SIZE, SIZE)
+    figures = operating_point_figures(critic, face_model, render, image, truth, params, fits.final,
+                                      torch.full((2, 68, 2), SIZE / 2), torch.ones(2, 68), region)
+    assert figures["operating_point.truth_wins_fraction"] == expected
+    assert figures["operating_point.monotone_fraction"] == expected
+    assert all(math.isfinite(figures[k]) for k in ("operating_point.gradient_cosine_critic",
+                                                   "operating_point.gradient_cosine_landmarks",
+                                                   "interior_sensitivity_fraction"))
