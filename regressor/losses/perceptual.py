@@ -9,6 +9,12 @@ reach the geometry, through ``renders.shaded``. The critic itself never learns h
   never in an optimizer), not in ``state_dict()`` (so not in Lightning checkpoints; it is
   re-read from its own file) and not switched to train mode by a parent's ``.train()``;
 * it always runs in eval mode (BatchNorm statistics and dropout are fixed).
+
+**Resolution.** The critic works at its own resolution (``critic.image_size``, stated in its
+checkpoint). Fitting and training may render larger (fitting: 128 or 224 px), so the image and
+the shaded render are resampled to the critic's size first (``resample_to_critic``: area
+averaging when shrinking, so every full-resolution pixel gets its share of the gradient;
+bilinear when enlarging). The other terms keep the full resolution.
 """
 from __future__ import annotations
 
@@ -35,6 +41,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         f"perceptual_shape: critic checkpoint '{path}' not found (looked in {Path.cwd()} and {REPO_ROOT}); "
         "train one with the critic config or pass `checkpoint:` in the loss config"
     )
+
+
+def resample_to_critic(x: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) -> (B, C, size, size): area average when shrinking, bilinear when enlarging."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if x.shape[-2] >= size and x.shape[-1] >= size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
 @register_loss("perceptual_shape")
@@ -103,9 +118,11 @@ class PerceptualShapeLoss(LossTerm):
             settings.check(renderer)
 
     def score(self, image: Tensor, shaded: Tensor) -> Tensor:
-        """(B,) critic scores, higher = the geometry explains the image better."""
+        """(B,) critic scores, higher = the geometry explains the image better (inputs of any
+        size; both are resampled to the critic's resolution, see the module doc)."""
         self.critic.eval()
-        return self.critic(image.detach(), shaded)
+        size = int(self.critic.image_size)
+        return self.critic(resample_to_critic(image.detach(), size), resample_to_critic(shaded, size))
 
     def forward(self, inputs: LossInputs) -> Tensor:
         if not self.is_active(inputs.step):
