@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("benchmark", "val"), default="benchmark",
                         help="faces to score: the held-out benchmark split, or `val` to choose loss weights on faces "
                              "the reported figures never use")
+    parser.add_argument("--landmark-noise", type=float, default=1.5,
+                        help="std (px) of Gaussian noise on the 68 fitting landmarks, per face from its seed "
+                             "(issue 17: noiseless true landmarks make the baseline unrealistically easy; 0 = off)")
     parser.add_argument("--weight-scale", type=float, default=1.0,
                         help="multiplies the configured perceptual weight in the 'with' arm (weight sweeps on --split val)")
     return parser
@@ -236,12 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     face_model = FaceModel.builtin()
     cache = {"cache": not args.no_cache, "cache_dir": Path(args.cache_dir) if args.cache_dir else CACHE_DIR}
     faces = face_set(face_model, args.split, budget.benchmark_images, budget.image_size, **cache)
+    if args.landmark_noise > 0:
+        from regressor.critic.fits import noisy_landmarks
+
+        faces.landmarks = noisy_landmarks(faces.landmarks, args.landmark_noise, faces.seeds)
     results: dict = {
         "budget": budget.to_dict(), "critic": critic,
         "critic_sha256": hashlib.sha256(Path(critic).read_bytes()).hexdigest()[:16],
         "benchmark_set": {"split": args.split, "seeds": faces.seeds.tolist(), "extra_geometry": True,
                           "image_size": budget.image_size},
-        "weight_scale": args.weight_scale,
+        "weight_scale": args.weight_scale, "landmark_noise_px": args.landmark_noise,
         "command": "python -m benchmarks.psl_effect " + " ".join(argv if argv is not None else sys.argv[1:]),
         "platform": {"python": platform.python_version(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "machine": platform.machine()},
