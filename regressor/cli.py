@@ -17,6 +17,7 @@ HELPER_COMMANDS: dict[str, tuple[str, str]] = {
     "contact-sheet": ("regressor.synthetic.contact_sheet:main", "png grid of synthetic samples"),
     "optimize": ("regressor.fitting_cli:main", "per-image iterative fitting (optionally with the critic)"),
     "landmarks": ("regressor.detect.cli:main", "detect 68 iBUG landmarks offline (needs the [detect] extra)"),
+    "evaluate": ("regressor.evaluation.evaluate_cli:main", "NoW error of predicted meshes against scans (.obj/.ply)"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 

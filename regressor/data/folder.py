@@ -34,7 +34,7 @@ from regressor.types import NUM_LANDMARKS
 LandmarkProvider = Callable[[Path], np.ndarray]
 """``provider(image_path) -> (68, 2)`` landmarks in pixels of ``load_image(image_path)``.
 Raises ``ValueError`` when there is no face (the sample is skipped and counted), any other
-error (e.g. the detector is not installed) stops the run. ``regressor.detect`` supplies one."""
+error (e.g. the detector is not installed) stops the run. The optional offline detector supplies one (``CachedLandmarkProvider``)."""
 
 
 class FaceFolderDataset(Dataset):

@@ -6,7 +6,7 @@ Each image is cropped, in order of preference, from:
    ``root/landmarks`` or next to the image): the same crop as training;
 2. a box from ``boxes`` (a JSON file ``{"<stem or file name>": [x0, y0, x1, y1], ...}``),
    enlarged by ``box_scale``;
-3. a ``landmark_provider`` (e.g. the offline detector of ``regressor.detect``);
+3. a ``landmark_provider`` (e.g. the optional offline detector, ``CachedLandmarkProvider``);
 4. the largest centred square of the whole image.
 
 Samples: ``image`` (3,S,S) float [0,1], ``name`` (file stem), ``index``, ``box`` (4,) float32

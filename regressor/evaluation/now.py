@@ -237,17 +237,30 @@ def refine_alignment(
         return Similarity(scale, rotation, centre - scale * centre @ rotation + shift * extent)
 
     candidates = None
+    best, best_delta = float("inf"), None
     with torch.enable_grad():
         for step in range(steps):
             optimizer.zero_grad()
-            moved = transform().apply(aligned)
+            current = transform()
+            moved = current.apply(aligned)
             if step % refresh_every == 0:  # the mesh moves little: reuse the nearest triangles a while
                 candidates, _ = nearest_triangle_candidates(points.float(), moved[faces].float(), k=32)
             distance = scan_to_mesh_distance(points, moved, faces, smoothing=1e-12, candidates=candidates)
-            distance.mean().backward()
+            loss = distance.mean()
+            # keep the best iterate: Adam's first steps have a fixed length, so a start that is
+            # already (nearly) optimal would otherwise be left for a worse pose
+            if float(loss) < best:
+                best = float(loss)
+                best_delta = Similarity(current.scale.detach(), current.rotation.detach(), current.translation.detach())
+            loss.backward()
             optimizer.step()
     delta = transform()
     delta = Similarity(delta.scale.detach(), delta.rotation.detach(), delta.translation.detach())
+    if best_delta is not None:
+        with torch.no_grad():
+            final = float(scan_to_mesh_distance(points, delta.apply(aligned), faces, candidates=candidates).mean())
+        if best < final:
+            delta = best_delta
     # compose: delta(init(x))
     return Similarity(
         delta.scale * init.scale,

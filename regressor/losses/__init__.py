@@ -55,6 +55,9 @@ class LossTerm(nn.Module):
     def check_renderer(self, renderer: nn.Module) -> None:
         """Raise if this term cannot score renders of ``renderer`` (the perceptual term checks its critic's)."""
 
+    def bind_face_model(self, face_model: nn.Module) -> None:
+        """Called once with the pipeline's face model, for terms that rebuild meshes (``shape_vertices``)."""
+
 
 def _identity(cls: type) -> tuple[str, str]:
     return cls.__module__, cls.__qualname__
@@ -144,6 +147,11 @@ class LossStack(nn.Module):
         """Let every term refuse a renderer whose output it cannot score (see ``LossTerm.check_renderer``)."""
         for term in self.terms.values():
             term.check_renderer(renderer)
+
+    def bind_face_model(self, face_model: nn.Module) -> None:
+        """Hand the pipeline's face model to every term that needs one (see ``LossTerm.bind_face_model``)."""
+        for term in self.terms.values():
+            term.bind_face_model(face_model)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{label}={weight:g}" for label, weight in self.weights.items())

@@ -61,6 +61,11 @@ class FaceEncoder(nn.Module):
         hidden_dim: width of the hidden layer of each head.
         translation_scale: metres per unit of the camera-translation output (conditioning).
         normalize: apply the backbone's ImageNet mean/std to the [0, 1] input.
+        neck: ``"pool"`` (global average pool of the last feature map) or ``"spatial"``: a 1x1
+            conv to ``neck_channels`` on the last feature map, adaptively pooled to a
+            ``neck_grid`` x ``neck_grid`` grid and flattened, so the heads see *where* things are.
+            Why: at 64-128 px the last map is only 2x2-4x4 cells, and averaging it throws away
+            the layout that pose, jaw opening and face proportions are read from.
     """
 
     def __init__(
@@ -73,14 +78,32 @@ class FaceEncoder(nn.Module):
         hidden_dim: int = 256,
         translation_scale: float = 0.1,
         normalize: bool = True,
+        neck: str = "pool",
+        neck_channels: int = 64,
+        neck_grid: int = 4,
     ) -> None:
         super().__init__()
+        if neck not in ("pool", "spatial"):
+            raise ValueError(f"FaceEncoder: neck must be 'pool' or 'spatial', got {neck!r}")
         self.backbone_name = backbone
+        self.neck_kind = neck
         self.n_shape, self.n_expression, self.n_albedo = n_shape, n_expression, n_albedo
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
+        if neck == "pool":
+            self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
+        else:
+            self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(-1,))
         if weights_path is not None:
             self.load_backbone_weights(weights_path)
-        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        if neck == "pool":
+            self.neck = nn.Identity()
+            width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        else:
+            channels = self.backbone.feature_info.channels()[-1]
+            self.neck = nn.Sequential(
+                nn.Conv2d(channels, neck_channels, 1), nn.BatchNorm2d(neck_channels), nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(neck_grid), nn.Flatten(),
+            )
+            width = neck_channels * neck_grid * neck_grid
         self.translation_scale = translation_scale
         self.normalize = normalize
         cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
@@ -143,7 +166,13 @@ class FaceEncoder(nn.Module):
         if self.normalize:
             image = (image - self.pixel_mean.to(image.dtype)) / self.pixel_std.to(image.dtype)
         features = self.backbone(image)
-        raw = {name: head(features) for name, head in self.heads.items()}
+        if isinstance(features, (list, tuple)):  # features_only backbones return one map per level
+            features = features[-1]
+        features = self.neck(features)
+        # Heads run in fp32 even under bf16 autocast: they are tiny, and the camera scale is exp() of one.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            raw = {name: head(features) for name, head in self.heads.items()}
         return self.to_params(raw)
 
     def to_params(self, raw: dict[str, Tensor]) -> FaceParams:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from regressor.data.landmarks_io import save_pts
 from regressor.synthetic.splits import SPLIT_SEEDS, split_seed_range
 from regressor.synthetic.config import SyntheticConfig
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (1 is fastest: the tensors are small and cores are shared)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--pool", action="store_true",
+                   help="write a memory-mapped training pool (regressor.synthetic.pool) instead of image files")
     return p
 
 
@@ -72,9 +75,9 @@ def write_sample(out: Path, name: str, batch, k: int) -> None:
     for field, value in batch.params.items():
         arrays[f"params_{field}"] = value[k].cpu().numpy()
     np.savez_compressed(out / "annotations" / f"{name}.npz", **arrays)
-    points = batch.landmarks[k].cpu().numpy()
-    lines = ["version: 1", f"n_points: {len(points)}", "{"] + [f"{x:.3f} {y:.3f}" for x, y in points] + ["}"]
-    (out / "landmarks" / f"{name}.pts").write_text("\n".join(lines) + "\n")
+    # save_pts applies the iBUG +0.5 offset (1-based pixel centres); writing project pixels
+    # directly put every landmark half a pixel up and left when read back.
+    save_pts(out / "landmarks" / f"{name}.pts", batch.landmarks[k].cpu().numpy())
 
 
 _WORKER: dict = {}
@@ -104,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.num < 1 or args.size < 8 or args.batch_size < 1 or args.workers < 1 or args.threads < 1:
         raise SystemExit("regressor synth: need --num >= 1, --size >= 8, --batch-size/--workers/--threads >= 1")
     config = load_config(args.config, args.model_only)
+    if args.pool:
+        from regressor.synthetic.pool import PoolSpec, write_pool
+
+        manifest = write_pool(PoolSpec(out=args.out, num=args.num, image_size=args.size, split=args.split,
+                                       seed_offset=args.seed, batch_size=args.batch_size, workers=args.workers,
+                                       config=config.to_dict(), face_model=args.face_model),
+                              show_progress=not args.no_progress)
+        print(f"wrote a pool of {args.num} faces to {args.out} in {manifest['seconds']:.1f} s")
+        return 0
     seeds = list(split_seed_range(args.split, args.num, args.seed))
     names = [f"{args.split}_{i + args.seed:07d}" for i in range(len(seeds))]
     for sub in ("images", "annotations", "landmarks"):
