@@ -249,8 +249,8 @@ def refine_alignment(
             loss = distance.mean()
             # keep the best iterate: Adam's first steps have a fixed length, so a start that is
             # already (nearly) optimal would otherwise be left for a worse pose
-            if float(loss) < best:
-                best = float(loss)
+            if float(loss.detach()) < best:
+                best = float(loss.detach())
                 best_delta = Similarity(current.scale.detach(), current.rotation.detach(), current.translation.detach())
             loss.backward()
             optimizer.step()
