@@ -46,6 +46,26 @@ def render_params(face_model: nn.Module, renderer: nn.Module, params: FaceParams
     return mesh, renders
 
 
+def project_params(face_model: nn.Module, renderer: nn.Module, params: FaceParams) -> tuple[FaceMesh, Renders]:
+    """Like ``render_params`` but without rasterising: only ``landmarks2d``/``now_landmarks2d`` are
+    filled, the image fields are empty (B, C, 0, 0). Why: a training step whose loss terms read
+    no pixels (supervised and landmark terms) would otherwise spend half its time rendering.
+    """
+    from regressor.render import project_weak_perspective
+
+    mesh = face_model(params)
+    size = renderer.image_size
+    landmarks2d = project_weak_perspective(mesh.landmarks3d, params.camera, size)[..., :2]
+    now_landmarks2d = project_weak_perspective(mesh.now_landmarks3d, params.camera, size)[..., :2]
+    batch = landmarks2d.shape[0]
+
+    def empty(channels: int) -> Tensor:
+        return landmarks2d.new_zeros(batch, channels, 0, 0)
+
+    return mesh, Renders(shaded=empty(1), albedo_shaded=empty(3), mask=empty(1), normals=empty(3), depth=empty(1),
+                         landmarks2d=landmarks2d, now_landmarks2d=now_landmarks2d)
+
+
 class ReconstructionPipeline(nn.Module):
     """image -> encoder -> ``FaceParams`` -> face model -> ``FaceMesh`` -> renderer -> ``Renders``.
 
@@ -59,8 +79,9 @@ class ReconstructionPipeline(nn.Module):
         self.renderer = renderer
         self.image_size = image_size
 
-    def forward(self, images: Tensor) -> Reconstruction:
-        """images: (B, 3, image_size, image_size) float in [0, 1]."""
+    def forward(self, images: Tensor, render_images: bool = True) -> Reconstruction:
+        """images: (B, 3, image_size, image_size) float in [0, 1]. ``render_images=False`` projects
+        the landmarks only (see ``project_params``)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
@@ -69,7 +90,10 @@ class ReconstructionPipeline(nn.Module):
                 f"got {images.shape[-2]}x{images.shape[-1]}"
             )
         params = self.encoder(images)
-        mesh, renders = self.render_params(params)
+        if render_images:
+            mesh, renders = self.render_params(params)
+        else:
+            mesh, renders = project_params(self.face_model, self.renderer, params)
         return Reconstruction(params=params, mesh=mesh, renders=renders, images=images)
 
     def render_params(self, params: FaceParams) -> tuple[FaceMesh, Renders]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from regressor.data.landmarks_io import load_pts
+from regressor.data.landmarks_io import load_landmarks
 from regressor.synthetic.generator import SyntheticFaceGenerator
 from regressor.synthetic.pool import FacePool, PoolError, PoolSpec, write_pool
 from regressor.synthetic.splits import sample_seed
@@ -68,7 +68,7 @@ def test_pool_count_mismatch_is_refused(pool_dir, tmp_path):
 def test_synth_pts_round_trip_gives_the_projected_landmarks(tmp_path):
     assert synth_main(["--out", str(tmp_path), "--num", "2", "--size", "32", "--no-progress"]) == 0
     annotation = np.load(tmp_path / "annotations" / "train_0000001.npz")
-    points = load_pts(tmp_path / "landmarks" / "train_0000001.pts")
+    points = load_landmarks(tmp_path / "landmarks" / "train_0000001.pts")
     np.testing.assert_allclose(points, annotation["landmarks"], atol=1e-3)
 
 

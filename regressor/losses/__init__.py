@@ -44,6 +44,9 @@ class LossTerm(nn.Module):
     """Base class: ``forward(inputs: LossInputs) -> Tensor`` (a scalar, unweighted)."""
 
     name: str = "unnamed"
+    #: False for terms that read no rendered pixels (landmarks, priors, supervision): when no
+    #: active term needs them, training skips rasterisation.
+    needs_images: bool = True
 
     def forward(self, inputs: LossInputs) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -147,6 +150,11 @@ class LossStack(nn.Module):
         """Let every term refuse a renderer whose output it cannot score (see ``LossTerm.check_renderer``)."""
         for term in self.terms.values():
             term.check_renderer(renderer)
+
+    def needs_images(self, step: int) -> bool:
+        """Whether any term active at ``step`` reads rendered pixels."""
+        return any(term.needs_images for label, term in self.terms.items()
+                   if self.weights[label] != 0.0 and term.is_active(step))
 
     def bind_face_model(self, face_model: nn.Module) -> None:
         """Hand the pipeline's face model to every term that needs one (see ``LossTerm.bind_face_model``)."""

@@ -21,6 +21,8 @@ class VertexLoss(LossTerm):
             (the camera translation is not part of the mesh anyway, but global offsets are).
     """
 
+    needs_images = False
+
     def __init__(self, norm: str = "l1", center: bool = False) -> None:
         super().__init__()
         if norm not in ("l1", "l2", "mse"):

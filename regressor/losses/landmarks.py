@@ -40,6 +40,8 @@ class LandmarkLoss(LossTerm):
         norm: ``"l2"`` (Euclidean distance per point), ``"l1"`` (|dx| + |dy|) or ``"mse"`` (squared distance).
     """
 
+    needs_images = False
+
     def __init__(self, region_weights: Mapping[str, float] | None = None, norm: str = "l2") -> None:
         super().__init__()
         if norm not in ("l1", "l2", "mse"):

@@ -44,6 +44,8 @@ class RegularizerLoss(LossTerm):
         jaw_sideways_tolerance: radians of jaw yaw/roll allowed for free.
     """
 
+    needs_images = False
+
     def __init__(
         self,
         shape: float = 1e-4,

@@ -47,6 +47,8 @@ class ShapeVertexLoss(LossTerm):
         include_jaw: rebuild with the jaw pose (mouth opening is shape as NoW sees it).
     """
 
+    needs_images = False
+
     def __init__(self, region: str = "face", include_jaw: bool = True) -> None:
         super().__init__()
         if region not in ("face", "all"):
@@ -81,15 +83,22 @@ class ShapeVertexLoss(LossTerm):
 
 @register_loss("pose_params")
 class PoseParamLoss(LossTerm):
-    """L1 on global pose and jaw (radians), log camera scale and camera translation (metres).
+    """L1 on global pose and jaw (radians), log camera scale and camera translation (metres), and
+    optionally albedo coefficients and SH light.
 
     Default scales make one unit of loss about 6 degrees of head rotation, a 10% scale error
     or 1 cm of translation; at these, pose and camera converge before the surface does.
+    ``albedo`` and ``light`` (default 0) teach the appearance heads without rendering, so a
+    supervised run can skip the photometric term and its rasterisation.
     """
 
-    def __init__(self, rotation: float = 10.0, jaw: float = 10.0, scale: float = 10.0, translation: float = 100.0) -> None:
+    needs_images = False
+
+    def __init__(self, rotation: float = 10.0, jaw: float = 10.0, scale: float = 10.0, translation: float = 100.0,
+                 albedo: float = 0.0, light: float = 0.0) -> None:
         super().__init__()
-        self.weights = {"rotation": rotation, "jaw": jaw, "scale": scale, "translation": translation}
+        self.weights = {"rotation": rotation, "jaw": jaw, "scale": scale, "translation": translation,
+                        "albedo": albedo, "light": light}
 
     def forward(self, inputs: LossInputs) -> Tensor:
         truth = _require_params(inputs, self.name).to(inputs.params.camera.device)
@@ -99,4 +108,9 @@ class PoseParamLoss(LossTerm):
         total = total + w["jaw"] * (predicted.jaw_pose - truth.jaw_pose).abs().mean()
         scale_ratio = predicted.camera[:, 0].clamp_min(1e-6) / truth.camera[:, 0].clamp_min(1e-6)
         total = total + w["scale"] * scale_ratio.log().abs().mean()
-        return total + w["translation"] * (predicted.camera[:, 1:] - truth.camera[:, 1:]).abs().mean()
+        total = total + w["translation"] * (predicted.camera[:, 1:] - truth.camera[:, 1:]).abs().mean()
+        if w["albedo"]:
+            total = total + w["albedo"] * (predicted.albedo - truth.albedo).abs().mean()
+        if w["light"]:
+            total = total + w["light"] * (predicted.light - truth.light).abs().mean()
+        return total

@@ -6,7 +6,8 @@ Configured from yaml by LightningCLI (plain typed arguments), e.g.::
       class_path: regressor.training.datamodule.FaceDataModule
       init_args: {train_source: mixed, train_dir: my_faces/, mix_weights: {synthetic: 0.7, folder: 0.3}}
 
-* train: ``synthetic`` (on-the-fly ``SyntheticFaceDataset``, split ``train``), ``folder``
+* train: ``synthetic`` (on-the-fly ``SyntheticFaceDataset``, split ``train``), ``pool`` (a
+  pre-rendered, memory-mapped ``FacePool`` written by ``regressor synth --pool``), ``folder``
   (``FaceFolderDataset`` with augmentation) or ``mixed`` (both, drawn by ``mix_weights``).
 * val / test: synthetic held-out splits (``val`` / ``test`` seed ranges) or a folder; ``none``
   disables the loader.
@@ -30,10 +31,11 @@ from regressor.data.folder import FaceFolderDataset
 from regressor.data.mixing import MixedFaceDataset, weighted_source_sampler
 from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
 from regressor.synthetic.generator import SyntheticFaceDataset
+from regressor.synthetic.pool import FacePool
 from regressor.synthetic.config import SyntheticConfig
 from regressor.data.transforms import build_train_transform
 
-TrainSource = Literal["synthetic", "folder", "mixed"]
+TrainSource = Literal["synthetic", "pool", "folder", "mixed"]
 EvalSource = Literal["synthetic", "folder", "none"]
 
 
@@ -49,6 +51,7 @@ class FaceDataModule(pl.LightningDataModule):
         synthetic_*_samples: sizes of the synthetic splits; ``synthetic_seed_offset`` shifts
             the training seed range (held-out ranges are never used for training).
         synthetic_config: appearance / pose distributions of the synthetic faces.
+        pool_dir: the pool folder for ``train_source: pool``; its image size must equal ``image_size``.
         train_dir, val_dir, test_dir: face folders (``regressor.data.folder_scan`` layout);
             ``val_dir``/``test_dir`` use ``splits/val.txt``/``splits/test.txt`` when present.
         predict_dir: plain images for ``predict``; ``predict_boxes`` an optional JSON of boxes.
@@ -79,6 +82,7 @@ class FaceDataModule(pl.LightningDataModule):
         synthetic_test_samples: int = 256,
         synthetic_seed_offset: int = 0,
         synthetic_config: Optional[SyntheticConfig] = None,
+        pool_dir: Optional[str] = None,
         train_dir: Optional[str] = None,
         val_dir: Optional[str] = None,
         test_dir: Optional[str] = None,
@@ -108,11 +112,12 @@ class FaceDataModule(pl.LightningDataModule):
     def _check_config(self) -> None:
         h = self.hparams
         needs_dir = {"train_dir": h.train_source in ("folder", "mixed"), "val_dir": h.val_source == "folder",
-                     "test_dir": h.test_source == "folder"}
+                     "test_dir": h.test_source == "folder", "pool_dir": h.train_source == "pool"}
         for key, needed in needs_dir.items():
             if needed and not h[key]:
-                source = key.split("_")[0]
-                raise ValueError(f"FaceDataModule: {source}_source needs {key} (a face folder), got none")
+                source = "train" if key == "pool_dir" else key.split("_")[0]
+                what = "a pool folder (regressor synth --pool)" if key == "pool_dir" else "a face folder"
+                raise ValueError(f"FaceDataModule: {source}_source needs {key} ({what}), got none")
         for stage in ("val", "test"):
             folder = h[f"{stage}_dir"]
             if h[f"{stage}_source"] == "folder" and h.train_source in ("folder", "mixed") and folder and h.train_dir \
@@ -137,6 +142,13 @@ class FaceDataModule(pl.LightningDataModule):
         return SyntheticFaceDataset(num_samples, self.image_size, split=split, seed_offset=offset,
                                     config=self.hparams.synthetic_config)
 
+    def _pool(self) -> FacePool:
+        pool = FacePool(self.hparams.pool_dir)
+        if pool.image_size != self.image_size:
+            raise ValueError(f"FaceDataModule: pool {self.hparams.pool_dir} holds {pool.image_size} px images but "
+                             f"image_size is {self.image_size}; render a pool at that size or change image_size")
+        return pool
+
     def _folder(self, root: str, split: str) -> FaceFolderDataset:
         h = self.hparams
         training = split == "train"
@@ -155,6 +167,8 @@ class FaceDataModule(pl.LightningDataModule):
                 return self._synthetic("train", h.synthetic_train_samples)
             if h.train_source == "folder":
                 return self._folder(h.train_dir, "train")
+            if h.train_source == "pool":
+                return self._pool()
             return MixedFaceDataset({"synthetic": self._synthetic("train", h.synthetic_train_samples),
                                      "folder": self._folder(h.train_dir, "train")})
         if stage in ("val", "test"):

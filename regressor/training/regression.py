@@ -47,7 +47,9 @@ class RegressorModule(pl.LightningModule):
         renderer: extra ``Renderer`` kwargs (e.g. ``backend``, ``background``).
         losses: the loss stack, a list of ``{name, weight, **kwargs}`` (see ``regressor.losses``).
         lr, weight_decay: AdamW settings for the encoder (the only trained part).
-        scheduler: ``"none"`` or ``"cosine"`` (per-step cosine decay to 1% over the whole run).
+        scheduler: ``"none"``, ``"cosine"`` (per-step cosine decay to 1% over the whole run) or
+            ``"onecycle"`` (5% linear warm-up, then cosine; what the shipped regressor uses:
+            a from-scratch backbone at a full learning rate on step 0 diverges its BatchNorm).
         nan_policy: on a non-finite loss, ``"skip"`` the step (counted, logged as
             ``train/skipped_steps``, with a warning naming the term) or ``"stop"`` (re-raise).
         metric_critic: critic checkpoint for the ``critic_score`` metric when the loss stack has
@@ -67,7 +69,7 @@ class RegressorModule(pl.LightningModule):
         losses: Optional[list[dict[str, Any]]] = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        scheduler: Literal["none", "cosine"] = "none",
+        scheduler: Literal["none", "cosine", "onecycle"] = "none",
         nan_policy: Literal["skip", "stop"] = "skip",
         metric_critic: Optional[str] = None,
     ) -> None:
@@ -81,6 +83,7 @@ class RegressorModule(pl.LightningModule):
         )
         self.loss_stack = LossStack(losses if losses else DEFAULT_LOSSES)
         self.loss_stack.check_renderer(self.pipeline.renderer)
+        self.loss_stack.bind_face_model(self.pipeline.face_model)
         self.metric_critic = None
         if metric_critic is not None:
             from regressor.losses.perceptual import PerceptualShapeLoss
@@ -121,7 +124,8 @@ class RegressorModule(pl.LightningModule):
         # A skipped step must leave no trace: the forward pass alone updates BatchNorm
         # statistics (with NaNs, if the batch produced them), so keep a copy to restore.
         buffers = [b.detach().clone() for b in self.pipeline.encoder.buffers()] if self.hparams.nan_policy == "skip" else None
-        result = self.reconstruct(face_batch.image)
+        # Rasterise only when a term active at this step reads pixels (see LossTerm.needs_images).
+        result = self.pipeline(face_batch.image, render_images=self.loss_stack.needs_images(self.global_step))
         try:
             losses = self._losses(face_batch, result)
         except NonFiniteLossError as error:
@@ -207,7 +211,11 @@ class RegressorModule(pl.LightningModule):
         if self.hparams.scheduler == "none":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.hparams.lr * 0.01)
+        if self.hparams.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total + 1,
+                                                            pct_start=0.05)
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.hparams.lr * 0.01)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
