@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int | None:
         module_name, function_name = target.split(":")
         function = getattr(importlib.import_module(module_name), function_name)
         return function(argv[1:])
+    if command == "predict" and not any(a in ("--config", "-c") or a.startswith("--config=") for a in argv[1:]):
+        # No training config: plain inference with the shipped (or a given) regressor.
+        from regressor.predict_cli import main as predict_main
+
+        return predict_main(argv[1:])
     if command in LIGHTNING_COMMANDS:
         from regressor.training.cli import run_lightning_cli
 

@@ -27,6 +27,10 @@ PIPELINE_PREFIX = "pipeline."
 PIPELINE_HPARAMS = ("backbone", "n_shape", "n_expression", "n_albedo", "image_size", "encoder", "face_model", "renderer")
 
 
+#: The pretrained regressor that ships with the project (an exported file, see regressor.io.regressor_file).
+SHIPPED_REGRESSOR = Path(__file__).resolve().parents[1] / "checkpoints" / "regressor.ckpt"
+
+
 class CheckpointKindError(ValueError):
     """A file that is not a regressor checkpoint (a critic checkpoint, a random file, ...)."""
 
@@ -71,6 +75,38 @@ def regressor_hparams(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
     return {key: hparams[key] for key in PIPELINE_HPARAMS if key in hparams}
 
 
+def load_pipeline(path: str | Path) -> ReconstructionPipeline:
+    """A ``ReconstructionPipeline`` with the weights of a Lightning ``.ckpt`` or an exported regressor file."""
+    from regressor.io.regressor_file import is_regressor_file, read_regressor_file
+
+    checkpoint = load_checkpoint_file(path)
+    if is_regressor_file(checkpoint):
+        hparams, state = read_regressor_file(checkpoint, path)
+    else:
+        hparams = regressor_hparams(checkpoint, path)
+        state = {k[len(PIPELINE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PIPELINE_PREFIX)}
+    pipeline = build_pipeline(**hparams)
+    missing, unexpected = pipeline.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointKindError(
+            f"{path}: weights do not fit the pipeline described by its hyper-parameters "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    return pipeline
+
+
+def export_training_checkpoint(ckpt: str | Path, out: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the pipeline of a ``regressor fit`` checkpoint as an exported regressor file (int8 weights)."""
+    from regressor.io.regressor_file import export_regressor
+
+    checkpoint = load_checkpoint_file(ckpt)
+    hparams = regressor_hparams(checkpoint, ckpt)
+    state = {k[len(PIPELINE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PIPELINE_PREFIX)}
+    info = {"source": str(ckpt), "global_step": checkpoint.get("global_step")}
+    info.update(metadata or {})
+    return export_regressor(state, hparams, out, info)
+
+
 def _square_resize(image: Tensor, size: int) -> Tensor:
     """(3, H, W) -> (3, size, size): centre square crop, then antialiased resize."""
     _, height, width = image.shape
@@ -105,19 +141,10 @@ class Reconstructor:
         self.image_size = pipeline.image_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Reconstructor":
-        """Rebuild the pipeline from a ``RegressorModule`` checkpoint alone (no yaml needed)."""
-        checkpoint = load_checkpoint_file(path)
-        hparams = regressor_hparams(checkpoint, path)
-        pipeline = build_pipeline(**hparams)
-        state = {k[len(PIPELINE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PIPELINE_PREFIX)}
-        missing, unexpected = pipeline.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointKindError(
-                f"{path}: weights do not fit the pipeline described by its hyper-parameters "
-                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
-            )
-        return cls(pipeline, device)
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "Reconstructor":
+        """Rebuild the pipeline from a checkpoint alone (no yaml needed): a ``regressor fit`` Lightning
+        ``.ckpt`` or an exported regressor file; ``None`` = the shipped ``checkpoints/regressor.ckpt``."""
+        return cls(load_pipeline(SHIPPED_REGRESSOR if path is None else path), device)
 
     @torch.no_grad()
     def predict(self, images: Tensor | Sequence[str | Path], batch_size: int = 16) -> Reconstruction:

@@ -96,7 +96,8 @@ def test_predict_reads_plain_images_with_landmarks_boxes_or_neither(tmp_path, fo
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"photo_1": [10, 20, 60, 70]}))
-    module = small_module(predict_dir=str(photos), predict_boxes=str(boxes), eval_batch_size=8)
+    module = small_module(predict_dir=str(photos), predict_boxes=str(boxes), eval_batch_size=8,
+                          detect_landmarks=False)  # the centre-crop fallback, even where dlib is installed
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module.setup("predict")
@@ -203,3 +204,16 @@ def test_raw_photos_without_landmark_files_are_detected_cached_and_faceless_ones
     predicted = next(iter(module.predict_dataloader()))
     x0, y0, x1, y1 = predicted["box"][0].tolist()
     assert x1 - x0 < 400  # cropped around the detected face, not the whole 512 px photo
+
+
+def test_predict_detects_by_default_when_the_detector_is_installed(tmp_path, monkeypatch):
+    import regressor.detect as detect
+
+    module = small_module(predict_dir=str(tmp_path))
+    monkeypatch.setattr(detect, "detector_available", lambda: True)
+    assert module._provider(str(tmp_path), predicting=True) is not None
+    assert module._provider(str(tmp_path)) is None  # training folders need landmark files unless asked
+    monkeypatch.setattr(detect, "detector_available", lambda: False)
+    with pytest.warns(UserWarning, match="not installed"):
+        assert module._provider(str(tmp_path), predicting=True) is None
+    assert small_module(predict_dir=str(tmp_path), detect_landmarks=False)._provider(str(tmp_path), True) is None

@@ -10,7 +10,8 @@ Each image is cropped, in order of preference, from:
 4. the largest centred square of the whole image.
 
 Samples: ``image`` (3,S,S) float [0,1], ``name`` (file stem), ``index``, ``box`` (4,) float32
-``[x0, y0, x1, y1]`` of the crop in source pixels (to map results back onto the photo).
+``[x0, y0, x1, y1]`` of the crop in source pixels (to map results back onto the photo), ``crop``
+(``landmarks`` | ``box`` | ``detected`` | ``centre``: how it was cropped).
 Unreadable images are skipped and counted: up front where the header shows it, else at load
 time, where the sample comes back as None and ``collate_skipping_unreadable`` drops it.
 """
@@ -118,7 +119,7 @@ class PredictImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         path = self.paths[index]
         try:
-            box, _ = self._box(path, *self.sizes[index])
+            box, crop_source = self._box(path, *self.sizes[index])
             image, scale = load_image_reduced(path, 2.0 * self.image_size / box.size)
         except ImageReadError as error:
             self._lazy_failures[index] = 1
@@ -130,6 +131,7 @@ class PredictImageDataset(Dataset):
             "name": path.stem,
             "index": torch.tensor(index, dtype=torch.long),
             "box": torch.from_numpy(box.as_array()),
+            "crop": crop_source,  # landmarks | box | detected | centre: how this image was cropped
         }
 
 
@@ -139,4 +141,4 @@ def collate_skipping_unreadable(samples: list[dict[str, Any] | None]) -> dict[st
     if kept:
         return default_collate(kept)
     return {"image": torch.zeros(0, 3, 1, 1), "name": [], "index": torch.zeros(0, dtype=torch.long),
-            "box": torch.zeros(0, 4)}
+            "box": torch.zeros(0, 4), "crop": []}

@@ -63,7 +63,9 @@ class FaceDataModule(pl.LightningDataModule):
         mix_weights: ``{"synthetic": w, "folder": w}`` for ``train_source: mixed``.
         samples_per_epoch: draws per training epoch (default: size of the training set).
         detect_landmarks: for folder images without landmark files, detect them offline with
-            ``regressor.detect`` (needs ``pip install -e .[detect]``), cached in
+            ``regressor.detect`` (needs ``pip install -e .[detect]``; ``None``, the default, detects
+            for ``predict`` photos when the detector is installed and warns when it is not, while
+            training folders then need landmark files), cached in
             ``landmark_cache_dir`` (default ``<folder>/landmarks_detected``).
     """
 
@@ -97,7 +99,7 @@ class FaceDataModule(pl.LightningDataModule):
         crop_scale_jitter: float = 0.12,
         mix_weights: Optional[dict[str, float]] = None,
         samples_per_epoch: Optional[int] = None,
-        detect_landmarks: bool = False,
+        detect_landmarks: Optional[bool] = None,
         landmark_cache_dir: Optional[str] = None,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -129,8 +131,15 @@ class FaceDataModule(pl.LightningDataModule):
             if set(h.mix_weights) != {"synthetic", "folder"}:
                 raise ValueError(f"mix_weights must have keys 'synthetic' and 'folder', got {sorted(h.mix_weights)}")
 
-    def _provider(self, folder: str):
-        if not self.hparams.detect_landmarks:
+    def _provider(self, folder: str, predicting: bool = False):
+        if self.hparams.detect_landmarks is False or (self.hparams.detect_landmarks is None and not predicting):
+            return None
+        from regressor.detect import detector_available
+
+        if self.hparams.detect_landmarks is None and not detector_available():
+            rank_zero_warn("FaceDataModule: the offline landmark detector is not installed (`make detect`), so "
+                           f"images in {folder} without landmark files are centre-cropped; set "
+                           "detect_landmarks: false to silence this")
             return None
         from regressor.detect.provider import landmarks_for_image
 
@@ -181,7 +190,7 @@ class FaceDataModule(pl.LightningDataModule):
         if stage == "predict":
             if not h.predict_dir:
                 raise ValueError("FaceDataModule: predict needs predict_dir (a folder of images)")
-            provider = self._provider(h.predict_dir)
+            provider = self._provider(h.predict_dir, predicting=True)
             return PredictImageDataset(h.predict_dir, self.image_size, landmarks_dir=h.landmarks_dir,
                                        boxes=h.predict_boxes, crop_scale=h.crop_scale,
                                        crop_shift_y=h.crop_shift_y, landmark_provider=provider)

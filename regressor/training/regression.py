@@ -11,6 +11,8 @@ Metrics (``val/...`` and ``test/...``, synchronised across DDP ranks):
   predicted and true meshes are both in model space, so this includes pose error);
 * ``vertex_error_aligned_mm``: the same after a similarity (scale, rotation, translation)
   Procrustes alignment of all vertices, i.e. the shape error alone;
+* ``face_error_aligned_mm``: the same on the face region NoW scores (what the shipped model is
+  selected by: scalp and neck are barely visible in a face crop);
 * ``landmark_error_px``: mean distance of the projected 68 landmarks to the targets (valid only);
 * ``critic_score``: mean score of the critic in the loss stack (or of ``metric_critic``).
 """
@@ -159,6 +161,14 @@ class RegressorModule(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def _face_region(self, device: torch.device) -> Tensor:
+        """(V,) bool: the face-model vertices NoW scores (cached; see losses.supervised.face_region_mask)."""
+        if getattr(self, "_face_mask", None) is None or self._face_mask.device != device:
+            from regressor.losses.supervised import face_region_mask
+
+            self._face_mask = face_region_mask(self.pipeline.face_model).to(device)
+        return self._face_mask
+
     def evaluation_metrics(self, batch: FaceBatch, result: Reconstruction) -> dict[str, Tensor]:
         """(B,) per-sample metrics available for this batch (see the module docstring)."""
         metrics = {
@@ -167,6 +177,8 @@ class RegressorModule(pl.LightningModule):
         if batch.vertices is not None:
             if batch.vertices.shape == result.mesh.vertices.shape:
                 metrics["vertex_error_mm"], metrics["vertex_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices, batch.vertices)
+                face = self._face_region(result.mesh.vertices.device)
+                _, metrics["face_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices[:, face], batch.vertices[:, face])
             elif not self._warned_topology:
                 self._warned_topology = True
                 warnings.warn(
