@@ -144,6 +144,22 @@ SWEEP_SCHEDULES = {  # phase 2, at the best priors of phase 1
 }
 
 
+SWEEP_REFINE = {  # phase 3: around the best of phases 1-2 (shape 1e-4, expression 1e-4, 20/70/110)
+    "priors 2e-4 / 1e-4": ({"shape": 2e-4, "expression": 1e-4}, schedule(20, 70, 110)),
+    "priors 5e-5 / 1e-4": ({"shape": 5e-5, "expression": 1e-4}, schedule(20, 70, 110)),
+    "priors 1e-4 / 3e-5": ({"shape": 1e-4, "expression": 3e-5}, schedule(20, 70, 110)),
+    "photometric x0.3": ({"shape": 1e-4, "expression": 1e-4}, schedule(20, 70, 110, photometric=0.3)),
+    "landmarks only 20/180/0": ({"shape": 1e-4, "expression": 1e-4}, schedule(20, 180, 0)),
+}
+
+
+SWEEP_PHOTOMETRIC = {  # phase 4: the photometric weight, the one lever phase 3 found
+    "photometric x0.1": ({"shape": 1e-4, "expression": 1e-4}, schedule(20, 70, 110, photometric=0.1)),
+    "photometric x0.3, priors 2e-4 / 2e-4": ({"shape": 2e-4, "expression": 2e-4}, schedule(20, 70, 110, photometric=0.3)),
+    "photometric x0.3, 20/130/50": ({"shape": 1e-4, "expression": 1e-4}, schedule(20, 130, 50, photometric=0.3)),
+}
+
+
 def _load_set(face_model, split: str, count: int, size: int) -> FaceSet:
     """The split's first ``count`` faces, cached under outputs/fitting_cache (delete it to regenerate)."""
     path = REPO_ROOT / "outputs" / "fitting_cache" / f"{split}_{count}_{size}px.pt"
@@ -169,6 +185,14 @@ def calibrate(args, face_model) -> dict[str, Any]:
     print(f"mean face: median {mean['median_mm']:.3f} mm", flush=True)
     out: dict[str, Any] = {"split": "val", "faces": len(faces), "image_size": args.size, "sigma_px": args.sigma,
                            "mean_face": mean, "priors": [], "schedules": []}
+    if args.phase in (3, 4):
+        out["refine"] = []
+        for name, (priors, stages) in (SWEEP_REFINE if args.phase == 3 else SWEEP_PHOTOMETRIC).items():
+            result = _run(faces, face_model, with_overrides(base, priors, stages), args)
+            out["refine"].append({"variant": name, **priors, **result})
+            print(f"{name}: median {result['median_mm']:.3f} mm ({result['median_mm'] / mean['median_mm']:.3f}x mean "
+                  f"face), {result['seconds_per_image']:.1f} s/img", flush=True)
+        return out
     for shape, expression in SWEEP_PRIORS:
         result = _run(faces, face_model, with_overrides(base, {"shape": shape, "expression": expression}), args)
         out["priors"].append({"shape": shape, "expression": expression, **result})
@@ -212,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--refine-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phase", type=int, default=1, choices=(1, 3, 4),
+                        help="calibrate: 1 = priors grid then schedules (phases 1-2), 3 = refinement around the "
+                             "best, 4 = photometric weight")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     args.count = args.count or (12 if args.mode == "calibrate" else 32)
