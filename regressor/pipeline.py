@@ -101,25 +101,85 @@ class ReconstructionPipeline(nn.Module):
         return render_params(self.face_model, self.renderer, params)
 
 
-def build_pipeline(
-    backbone: str = "mobilenetv3_small_100",
-    n_shape: int = 100,
-    n_expression: int = 50,
-    n_albedo: int = 10,
+ENCODER_CLASS = "regressor.models.encoder.FaceEncoder"
+FACE_MODEL_CLASS = "regressor.face_model.FaceModel"
+RENDERER_CLASS = "regressor.render.Renderer"
+LEGACY_SIZE_KEYS = ("backbone", "n_shape", "n_expression", "n_albedo")
+
+
+def pipeline_specs(
     image_size: int = 64,
     encoder: Optional[dict[str, Any]] = None,
     face_model: Optional[dict[str, Any]] = None,
     renderer: Optional[dict[str, Any]] = None,
-) -> ReconstructionPipeline:
-    """Build the pipeline from the (yaml-friendly) hyper-parameters of ``RegressorModule``."""
+    **legacy: Any,
+) -> dict[str, Any]:
+    """The pipeline description as ``{image_size, encoder, face_model, renderer}`` component specs.
+
+    Accepts both forms that checkpoints and exported regressor files hold:
+
+    * typed (written since the architecture step): each component a ``{class_path, init_args}`` spec;
+    * flat (before it): ``backbone``, ``n_shape``, ``n_expression``, ``n_albedo`` plus plain kwargs
+      dicts for ``FaceEncoder``, ``FaceModel`` and ``Renderer``.
+    """
+    from regressor.components import is_spec
+
+    unknown = sorted(set(legacy) - set(LEGACY_SIZE_KEYS))
+    if unknown:
+        raise TypeError(f"pipeline description: unknown keys {unknown}")
+    sizes = {key: legacy[key] for key in ("n_shape", "n_expression", "n_albedo") if legacy.get(key) is not None}
+    typed = [is_spec(value) for value in (encoder, face_model, renderer) if value is not None]
+    if any(typed) and legacy:
+        raise TypeError(f"pipeline description mixes typed components with the old flat keys {sorted(legacy)}; "
+                        "the typed form takes them from the components' init_args")
+
+    def spec(value: Optional[dict[str, Any]], class_path: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        if is_spec(value):
+            return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
+        return {"class_path": class_path, "init_args": {**defaults, **(value or {})}}
+
+    backbone = legacy.get("backbone") or "mobilenetv3_small_100"
+    return {
+        "image_size": int(image_size),
+        "encoder": spec(encoder, ENCODER_CLASS, {"backbone": backbone, **sizes}),
+        "face_model": spec(face_model, FACE_MODEL_CLASS, dict(sizes)),
+        "renderer": spec(renderer, RENDERER_CLASS, {}),
+    }
+
+
+def assemble_pipeline(encoder: Optional[nn.Module], face_model: Optional[nn.Module], renderer: Optional[nn.Module],
+                      image_size: int) -> ReconstructionPipeline:
+    """Built components -> pipeline. Missing ones get their defaults; the encoder's head sizes
+    (``n_shape``, ``n_expression``, ``n_albedo``) are the face model's, and the renderer's size is
+    ``image_size`` (a component configured otherwise is rebuilt with them: the face model and the
+    data module's image size are each declared once)."""
+    from regressor.components import with_init_args
     from regressor.face_model import FaceModel
     from regressor.models.encoder import FaceEncoder
     from regressor.render import Renderer
 
-    sizes = dict(n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo)
-    return ReconstructionPipeline(
-        encoder=FaceEncoder(backbone=backbone, **sizes, **(encoder or {})),
-        face_model=FaceModel(**sizes, **(face_model or {})),
-        renderer=Renderer(image_size=image_size, **(renderer or {})),
-        image_size=image_size,
-    )
+    face_model = face_model if face_model is not None else FaceModel()
+    sizes = dict(n_shape=face_model.n_shape, n_expression=face_model.n_expression, n_albedo=face_model.n_albedo)
+    encoder = with_init_args(encoder, **sizes) if encoder is not None else FaceEncoder(**sizes)
+    renderer = with_init_args(renderer, image_size=image_size) if renderer is not None else Renderer(image_size=image_size)
+    return ReconstructionPipeline(encoder, face_model, renderer, image_size)
+
+
+def build_pipeline(image_size: int = 64, encoder: Optional[dict[str, Any]] = None,
+                   face_model: Optional[dict[str, Any]] = None, renderer: Optional[dict[str, Any]] = None,
+                   **legacy: Any) -> ReconstructionPipeline:
+    """Build the pipeline from a stored description (checkpoint hyper-parameters or an exported
+    regressor file's ``pipeline``), typed or flat (see ``pipeline_specs``)."""
+    from regressor.components import build_component
+
+    specs = pipeline_specs(image_size, encoder, face_model, renderer, **legacy)
+    return assemble_pipeline(build_component(specs["encoder"]), build_component(specs["face_model"]),
+                             build_component(specs["renderer"]), specs["image_size"])
+
+
+def pipeline_description(pipeline: ReconstructionPipeline) -> dict[str, Any]:
+    """The typed description of a built pipeline (what checkpoints store; ``build_pipeline`` reads it)."""
+    from regressor.components import component_spec
+
+    return {"image_size": pipeline.image_size, "encoder": component_spec(pipeline.encoder),
+            "face_model": component_spec(pipeline.face_model), "renderer": component_spec(pipeline.renderer)}

@@ -63,6 +63,9 @@ class FaceModel(nn.Module):
         n_albedo: int = 10,
     ):
         super().__init__()
+        self.init_args = dict(model_path=model_path, static_embedding_path=static_embedding_path,
+                              dynamic_embedding_path=dynamic_embedding_path, albedo_path=albedo_path,
+                              n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo)  # see regressor.components
         self.n_shape, self.n_expression, self.n_albedo = int(n_shape), int(n_expression), int(n_albedo)
         self.is_builtin = model_path is None
         if model_path is None:

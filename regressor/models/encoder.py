@@ -87,6 +87,10 @@ class FaceEncoder(nn.Module):
         bf16: bool = False,
     ) -> None:
         super().__init__()
+        self.init_args = dict(backbone=backbone, n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo,
+                              weights_path=weights_path, hidden_dim=hidden_dim, translation_scale=translation_scale,
+                              normalize=normalize, neck=neck, neck_channels=neck_channels, neck_grid=neck_grid,
+                              bf16=bf16)  # see regressor.components
         if neck not in ("pool", "spatial"):
             raise ValueError(f"FaceEncoder: neck must be 'pool' or 'spatial', got {neck!r}")
         self.backbone_name = backbone

@@ -52,6 +52,9 @@ class Renderer(nn.Module):
         cull_backfaces: bool = True,
     ) -> None:
         super().__init__()
+        self.init_args = dict(image_size=image_size, backend=backend, light_direction=tuple(light_direction),
+                              ambient=ambient, background=background, background_value=background_value,
+                              cull_backfaces=cull_backfaces)  # see regressor.components
         if backend not in BACKENDS:
             raise ValueError(f"Renderer: backend must be one of {BACKENDS}, got {backend!r}")
         if background not in BACKGROUNDS:
