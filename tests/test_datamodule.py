@@ -132,8 +132,12 @@ def test_skip_counts_include_files_found_bad_while_loading(folder):
 
 
 def test_configuration_mistakes_are_reported_by_name():
-    with pytest.raises(ValueError, match="train_source needs train_dir"):
+    with pytest.raises(ValueError, match="train_source folder needs train_dir"):
         FaceDataModule(train_source="folder")
+    with pytest.raises(ValueError, match="unknown train_source 'celeba'; registered: .*'synthetic'"):
+        FaceDataModule(train_source="celeba")
+    with pytest.raises(ValueError, match="val_source 'pool' cannot serve val"):
+        FaceDataModule(val_source="pool", pool_dir="x")
     with pytest.raises(ValueError, match="mix_weights must have keys"):
         FaceDataModule(train_source="mixed", train_dir="x", mix_weights={"synthetic": 1.0, "real": 1.0})
     with pytest.raises(ValueError, match="predict needs predict_dir"):
@@ -211,9 +215,30 @@ def test_predict_detects_by_default_when_the_detector_is_installed(tmp_path, mon
 
     module = small_module(predict_dir=str(tmp_path))
     monkeypatch.setattr(detect, "detector_available", lambda: True)
-    assert module._provider(str(tmp_path), predicting=True) is not None
-    assert module._provider(str(tmp_path)) is None  # training folders need landmark files unless asked
+    assert module.landmark_provider(str(tmp_path), predicting=True) is not None
+    assert module.landmark_provider(str(tmp_path)) is None  # training folders need landmark files unless asked
     monkeypatch.setattr(detect, "detector_available", lambda: False)
     with pytest.warns(UserWarning, match="not installed"):
-        assert module._provider(str(tmp_path), predicting=True) is None
-    assert small_module(predict_dir=str(tmp_path), detect_landmarks=False)._provider(str(tmp_path), True) is None
+        assert module.landmark_provider(str(tmp_path), predicting=True) is None
+    assert small_module(predict_dir=str(tmp_path), detect_landmarks=False).landmark_provider(str(tmp_path), True) is None
+
+
+def test_a_data_source_name_can_be_registered_once():
+    from regressor.training.sources import DataSource, register_data_source
+
+    with pytest.raises(ValueError, match="data source name 'folder' is already registered by "
+                                         "regressor.training.sources.folder.FolderSource"):
+        @register_data_source("folder")
+        class AnotherFolder(DataSource):
+            pass
+
+
+def test_synthetic_samples_come_from_the_configured_face_model():
+    from regressor.face_model import FaceModel
+
+    model = FaceModel(n_shape=8, n_expression=4, n_albedo=3)
+    module = FaceDataModule(image_size=32, batch_size=2, face_model=model, synthetic_val_samples=2)
+    module.setup("validate")
+    assert module.datasets["val"].generator.face_model is model
+    sample = module.datasets["val"][0]
+    assert sample["params"]["shape"].shape == (8,)

@@ -6,12 +6,19 @@ Configured from yaml by LightningCLI (plain typed arguments), e.g.::
       class_path: regressor.training.datamodule.FaceDataModule
       init_args: {train_source: mixed, train_dir: my_faces/, mix_weights: {synthetic: 0.7, folder: 0.3}}
 
+Each stage's samples come from a registered data source (``regressor/training/sources/``, one
+file each; a new dataset is one new file there):
+
 * train: ``synthetic`` (on-the-fly ``SyntheticFaceDataset``, split ``train``), ``pool`` (a
   pre-rendered, memory-mapped ``FacePool`` written by ``regressor synth --pool``), ``folder``
   (``FaceFolderDataset`` with augmentation) or ``mixed`` (both, drawn by ``mix_weights``).
 * val / test: synthetic held-out splits (``val`` / ``test`` seed ranges) or a folder; ``none``
   disables the loader.
 * predict: a plain image folder (``PredictImageDataset``), no landmarks needed.
+
+Synthetic faces are made with ``face_model``: the config's one face model (linked by the CLI into
+the data module, the model and the critic), so a FLAME-configured regressor trains and is
+evaluated on FLAME faces.
 
 Skipped files are reported by ``skip_report()``: logged once the datasets are built, and
 again (with what the loaders found while decoding) at teardown.
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -30,13 +37,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from regressor.data.folder import FaceFolderDataset
 from regressor.data.mixing import MixedFaceDataset, weighted_source_sampler
 from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
-from regressor.synthetic.generator import SyntheticFaceDataset
-from regressor.synthetic.pool import FacePool
+from regressor.face_model.protocol import FaceModelProtocol
 from regressor.synthetic.config import SyntheticConfig
-from regressor.data.transforms import build_train_transform
-
-TrainSource = Literal["synthetic", "pool", "folder", "mixed"]
-EvalSource = Literal["synthetic", "folder", "none"]
+from regressor.training.sources import data_source
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -47,7 +50,10 @@ class FaceDataModule(pl.LightningDataModule):
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for the rest.
         num_workers: DataLoader worker processes (0 = load in the main process).
         seed: seeds the training shuffle / mix draw (augmentation follows ``seed_everything``).
-        train_source, val_source, test_source: where each stage's samples come from.
+        face_model: the face model of synthetic samples (default: the built-in stand-in); the CLI
+            links the config's top-level ``face_model`` here.
+        train_source, val_source, test_source: registered data source of each stage (see module doc).
+        source_args: per-source settings of sources added by users, ``{source_name: {...}}``.
         synthetic_*_samples: sizes of the synthetic splits; ``synthetic_seed_offset`` shifts
             the training seed range (held-out ranges are never used for training).
         synthetic_config: appearance / pose distributions of the synthetic faces.
@@ -76,9 +82,11 @@ class FaceDataModule(pl.LightningDataModule):
         eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         seed: int = 0,
-        train_source: TrainSource = "synthetic",
-        val_source: EvalSource = "synthetic",
-        test_source: EvalSource = "synthetic",
+        face_model: Optional[FaceModelProtocol] = None,
+        train_source: str = "synthetic",
+        val_source: str = "synthetic",
+        test_source: str = "synthetic",
+        source_args: Optional[dict[str, dict[str, Any]]] = None,
         synthetic_train_samples: int = 100_000,
         synthetic_val_samples: int = 256,
         synthetic_test_samples: int = 256,
@@ -105,7 +113,8 @@ class FaceDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["face_model"])
+        self.face_model = face_model
         self.image_size = int(image_size)
         self._check_config()
         self.datasets: dict[str, Dataset] = {}
@@ -113,13 +122,8 @@ class FaceDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ configuration
     def _check_config(self) -> None:
         h = self.hparams
-        needs_dir = {"train_dir": h.train_source in ("folder", "mixed"), "val_dir": h.val_source == "folder",
-                     "test_dir": h.test_source == "folder", "pool_dir": h.train_source == "pool"}
-        for key, needed in needs_dir.items():
-            if needed and not h[key]:
-                source = "train" if key == "pool_dir" else key.split("_")[0]
-                what = "a pool folder (regressor synth --pool)" if key == "pool_dir" else "a face folder"
-                raise ValueError(f"FaceDataModule: {source}_source needs {key} ({what}), got none")
+        for stage in ("train", "val", "test"):
+            data_source(h[f"{stage}_source"], stage).check(self, stage)
         for stage in ("val", "test"):
             folder = h[f"{stage}_dir"]
             if h[f"{stage}_source"] == "folder" and h.train_source in ("folder", "mixed") and folder and h.train_dir \
@@ -127,11 +131,9 @@ class FaceDataModule(pl.LightningDataModule):
                     and not (Path(folder) / "splits" / f"{stage}.txt").is_file():
                 rank_zero_warn(f"FaceDataModule: {stage}_dir is the training folder and it has no splits/{stage}.txt, "
                                f"so {stage} metrics are measured on training images")
-        if h.train_source == "mixed" and h.mix_weights is not None:
-            if set(h.mix_weights) != {"synthetic", "folder"}:
-                raise ValueError(f"mix_weights must have keys 'synthetic' and 'folder', got {sorted(h.mix_weights)}")
 
-    def _provider(self, folder: str, predicting: bool = False):
+    def landmark_provider(self, folder: str, predicting: bool = False):
+        """Offline landmark detection for ``folder``'s images without landmark files, or None (see ``detect_landmarks``)."""
         if self.hparams.detect_landmarks is False or (self.hparams.detect_landmarks is None and not predicting):
             return None
         from regressor.detect import detector_available
@@ -146,51 +148,14 @@ class FaceDataModule(pl.LightningDataModule):
         cache = self.hparams.landmark_cache_dir or str(Path(folder) / "landmarks_detected")
         return functools.partial(landmarks_for_image, cache_dir=cache)
 
-    def _synthetic(self, split: str, num_samples: int) -> SyntheticFaceDataset:
-        offset = self.hparams.synthetic_seed_offset if split == "train" else 0
-        return SyntheticFaceDataset(num_samples, self.image_size, split=split, seed_offset=offset,
-                                    config=self.hparams.synthetic_config)
-
-    def _pool(self) -> FacePool:
-        pool = FacePool(self.hparams.pool_dir)
-        if pool.image_size != self.image_size:
-            raise ValueError(f"FaceDataModule: pool {self.hparams.pool_dir} holds {pool.image_size} px images but "
-                             f"image_size is {self.image_size}; render a pool at that size or change image_size")
-        return pool
-
-    def _folder(self, root: str, split: str) -> FaceFolderDataset:
-        h = self.hparams
-        training = split == "train"
-        return FaceFolderDataset(
-            root, image_size=self.image_size, split=split, landmarks_dir=h.landmarks_dir, strict=h.strict,
-            augment=build_train_transform(self.image_size) if (training and h.augment) else None,
-            crop_scale=h.crop_scale, crop_shift_y=h.crop_shift_y, crop_jitter=h.crop_jitter,
-            crop_scale_jitter=h.crop_scale_jitter,
-            landmark_provider=self._provider(root),
-        )
-
     def _build(self, stage: str) -> Dataset | None:
         h = self.hparams
-        if stage == "train":
-            if h.train_source == "synthetic":
-                return self._synthetic("train", h.synthetic_train_samples)
-            if h.train_source == "folder":
-                return self._folder(h.train_dir, "train")
-            if h.train_source == "pool":
-                return self._pool()
-            return MixedFaceDataset({"synthetic": self._synthetic("train", h.synthetic_train_samples),
-                                     "folder": self._folder(h.train_dir, "train")})
-        if stage in ("val", "test"):
-            source = h[f"{stage}_source"]
-            if source == "none":
-                return None
-            if source == "synthetic":
-                return self._synthetic(stage, h[f"synthetic_{stage}_samples"])
-            return self._folder(h[f"{stage}_dir"], stage)
+        if stage in ("train", "val", "test"):
+            return data_source(h[f"{stage}_source"], stage).build(self, stage)
         if stage == "predict":
             if not h.predict_dir:
                 raise ValueError("FaceDataModule: predict needs predict_dir (a folder of images)")
-            provider = self._provider(h.predict_dir, predicting=True)
+            provider = self.landmark_provider(h.predict_dir, predicting=True)
             return PredictImageDataset(h.predict_dir, self.image_size, landmarks_dir=h.landmarks_dir,
                                        boxes=h.predict_boxes, crop_scale=h.crop_scale,
                                        crop_shift_y=h.crop_shift_y, landmark_provider=provider)
