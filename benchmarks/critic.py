@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from regressor.critic.negatives import NEGATIVE_TYPES, NegativeGenerator, candidate_meshes, mesh_for_rendering
+from regressor.critic.negatives import NegativeGenerator, candidate_meshes, mesh_for_rendering, negative_types
 from regressor.critic.fits import cached_fits
 from regressor.critic.operating_point import GOALS as OPERATING_POINT_GOALS
 from regressor.critic.operating_point import operating_point_figures, vertex_renderer
@@ -78,8 +78,8 @@ def score_candidates(critic, renderer, faces, image, candidates, chunk: int = 25
 
 
 def graded_candidates(negatives: NegativeGenerator, batch, seed: int):
-    types = torch.tensor([NEGATIVE_TYPES.index(t) for t in NEGATIVE_TYPES]).repeat_interleave(len(SEVERITIES))
-    severity = torch.tensor(SEVERITIES).repeat(len(NEGATIVE_TYPES))
+    types = torch.tensor([negative_types().index(t) for t in negative_types()]).repeat_interleave(len(SEVERITIES))
+    severity = torch.tensor(SEVERITIES).repeat(len(negative_types()))
     b = batch.params.batch_size
     generator = torch.Generator().manual_seed(seed)
     return negatives.build(batch.params, batch.vertices, types[None].repeat(b, 1), severity[None].repeat(b, 1), generator)
@@ -92,7 +92,7 @@ def ranking_figures(scores, candidates) -> dict:
     out = {"auc_2mm": auc(positives, scores[hard]), "num_negatives_2mm": int(hard.sum()),
            "spearman": float(torch.tensor([spearman(scores[i], error[i]) for i in range(len(scores))]).nanmean()),
            "pos_neg_gap": float(positives.mean() - scores[hard].mean()), "per_type": {}}
-    for i, name in enumerate(NEGATIVE_TYPES):
+    for i, name in enumerate(negative_types()):
         sel = types == i
         per_face = [spearman(torch.cat([scores[f, :1], scores[f][sel[f]]]), torch.cat([error[f, :1], error[f][sel[f]]]))
                     for f in range(len(scores))]
@@ -109,7 +109,7 @@ def topology_figures(critic, renderer, faces, image, candidates, gap: float) -> 
     from pytorch3d.ops import SubdivideMeshes
     from pytorch3d.structures import Meshes
 
-    first_of_type = [0] + [1 + i * len(SEVERITIES) + 2 for i in range(len(NEGATIVE_TYPES))]
+    first_of_type = [0] + [1 + i * len(SEVERITIES) + 2 for i in range(len(negative_types()))]
     b = image.shape[0]
     verts = candidates.vertices[:, first_of_type].flatten(0, 1)
     cams = candidates.camera[:, first_of_type].flatten(0, 1)

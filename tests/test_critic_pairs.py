@@ -6,9 +6,11 @@ import torch
 
 from regressor.critic.render_cache import RenderCache, RenderedCandidates
 from regressor.critic.negatives import (
-    NEGATIVE_TYPES, NegativeGenerator, PerturbationConfig, aligned_to_camera, random_light_directions,
+    NegativeGenerator, PerturbationConfig, aligned_to_camera, negative_types, random_light_directions, register_negative,
 )
 from regressor.face_model import FaceModel
+
+NEGATIVE_TYPES = negative_types()
 
 SEVERITIES = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
 
@@ -134,3 +136,16 @@ def test_render_cache_replays_and_refreshes():
     replay = cache.get([8], "cpu")
     torch.testing.assert_close(replay.shaded.float(), rendered.shaded[1:].half().float())
     assert RenderCache(refresh_probability=1.0).stale([1], generator) == [0]
+
+
+def test_a_negative_type_name_can_be_registered_once():
+    with pytest.raises(ValueError, match="negative type 'smooth' is already registered "
+                                         r"\(regressor.critic.negative_types.builtin.smooth\)"):
+        @register_negative("smooth", space="geometry")
+        def another_smooth(truth, severity, context):
+            return truth
+
+
+def test_unknown_negative_types_are_refused_with_the_registered_names():
+    with pytest.raises(ValueError, match=r"unknown negative types \['wobble'\]; known: \['identity'"):
+        PerturbationConfig(types=("wobble",))

@@ -226,8 +226,8 @@ def test_predict_detects_by_default_when_the_detector_is_installed(tmp_path, mon
 def test_a_data_source_name_can_be_registered_once():
     from regressor.training.sources import DataSource, register_data_source
 
-    with pytest.raises(ValueError, match="data source name 'folder' is already registered by "
-                                         "regressor.training.sources.folder.FolderSource"):
+    with pytest.raises(ValueError, match=r"data source 'folder' is already registered "
+                                         r"\(regressor.training.sources.folder.FolderSource\)"):
         @register_data_source("folder")
         class AnotherFolder(DataSource):
             pass

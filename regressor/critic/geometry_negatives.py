@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from regressor.critic.negatives import MeshSmoother
+from regressor.registry import Registry
 
 GeometryNegative = Callable[[Tensor, Tensor, Tensor, torch.Generator, dict], Tensor]
-_REGISTRY: dict[str, GeometryNegative] = {}
+_REGISTRY: Registry[GeometryNegative] = Registry("geometry negative")
 
 SMOOTH_ITERATIONS = 40
 DEPTH_CHANGE = 0.4
@@ -31,23 +32,16 @@ FIELD_MM = 6.0
 
 def register_geometry_negative(name: str) -> Callable[[GeometryNegative], GeometryNegative]:
     """Decorator: make ``fn`` available as geometry negative ``name``; a second ``name`` is an error."""
-    def decorator(fn: GeometryNegative) -> GeometryNegative:
-        if name in _REGISTRY:
-            raise ValueError(f"geometry negative '{name}' is already registered ({_REGISTRY[name].__qualname__})")
-        _REGISTRY[name] = fn
-        return fn
-    return decorator
+    return _REGISTRY.register(name)
 
 
 def geometry_negative_types() -> tuple[str, ...]:
     """Registered names, in registration order (their index is stable within a run)."""
-    return tuple(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def build(name: str) -> GeometryNegative:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown geometry negative '{name}'; registered: {list(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def perturb(name: str, vertices: Tensor, faces: Tensor, severity: Tensor, generator: torch.Generator,

@@ -3,7 +3,7 @@
 For every face with known geometry (synthetic ground truth: ``FaceParams`` + vertices, which may
 include displacement beyond the model) we build C = 1 + K *candidate* geometries in the face's
 own camera: candidate 0 is the positive (the true geometry, error exactly 0) and candidates
-1..K are negatives of a type from ``NEGATIVE_TYPES`` at a severity in (0, 1]. Every candidate
+1..K are negatives of a registered type (``negative_types()``) at a severity in (0, 1]. Every candidate
 carries its measured **mean vertex error** (mm), so the objective can rank by error rather than
 by a real/fake label.
 
@@ -13,22 +13,82 @@ a candidate seen through a different weak-perspective camera ``[s', tx', ty']`` 
 perturbations get an error in millimetres like every other type. Parameter perturbations keep
 the sample's extra displacement (truth - model(params)), so they differ from the truth only in
 the perturbed factor.
+
+Negative types are a registry (``register_negative``; a duplicate name is refused). A type works
+in one of two spaces: ``"params"`` (perturbs the B*K ``FaceParams`` in place, before the face
+model) or ``"geometry"`` (replaces the vertices of its rows, starting from the truth). The
+built-in nine are in ``regressor/critic/negative_types/builtin.py``; a new type is one new file
+in that package, selected in yaml by ``perturbation: {types: [..., my_type]}``.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
 
 from regressor.evaluation.metrics import mean_vertex_error_mm
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
+from regressor.registry import Registry
 from regressor.types import FaceMesh, FaceParams
 
-NEGATIVE_TYPES: tuple[str, ...] = (
-    "identity", "expression", "jaw", "pose", "camera", "other_identity", "smooth", "flatten", "exaggerate",
-)
+
+@dataclass
+class NegativeType:
+    """A registered negative type: ``fn`` and the space it works in (see module doc)."""
+
+    name: str
+    space: Literal["params", "geometry"]
+    fn: Callable[..., Any]
+
+
+_NEGATIVES: Registry[NegativeType] = Registry("negative type", "a new one is one file in regressor/critic/negative_types/")
+
+
+@dataclass
+class NegativeContext:
+    """What a negative type may read.
+
+    Attributes:
+        config: the ``PerturbationConfig`` (magnitudes at severity 1; ``options[name]`` for new types).
+        params: (B) the true ``FaceParams``; ``k`` negatives per face (rows are face-major, B*K).
+        draw: ``draw(*shape)`` -> (B*K, *shape) normal draws, one per (face, type), shared by that
+            face's negatives of that type (graded severities move along one direction). Params
+            types must call it in registration order (the built-ins do), keeping the random stream.
+        smoother: ``MeshSmoother`` of the face model's mesh.
+    """
+
+    config: "PerturbationConfig"
+    params: FaceParams
+    k: int
+    draw: Callable[..., Tensor]
+    smoother: "MeshSmoother"
+
+
+def register_negative(name: str, space: Literal["params", "geometry"]):
+    """Decorator: register ``fn`` as negative type ``name``.
+
+    * ``space="params"``: ``fn(flat: FaceParams (B*K), severity: (B*K, 1) zero outside this type's rows,
+      context)`` changes ``flat`` in place;
+    * ``space="geometry"``: ``fn(truth: (R, V, 3), severity: (R,), context) -> (R, V, 3)`` for this type's R rows.
+    """
+    if space not in ("params", "geometry"):
+        raise ValueError(f"register_negative('{name}'): space must be 'params' or 'geometry', got {space!r}")
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _NEGATIVES.register(name, origin=fn)(NegativeType(name, space, fn))
+        return fn
+    return decorator
+
+
+def negative_types() -> tuple[str, ...]:
+    """Registered negative type names; a name's position is its ``CandidateSet.type_index``."""
+    return _NEGATIVES.names()
+
+
+def negative_type(name: str) -> NegativeType:
+    return _NEGATIVES.get(name)
 
 
 @dataclass
@@ -47,7 +107,8 @@ class PerturbationConfig:
         exaggerate: expression and jaw are multiplied by (1 + s * exaggerate), plus a small push
             along a random expression direction so neutral faces get exaggerated too.
         severity_power: severities are sampled as u ** power (u uniform), >1 favours small errors.
-        types: which negative types to draw from.
+        types: which registered negative types to draw from (default: all).
+        options: settings of types added by users, ``{type_name: {...}}``.
     """
 
     identity: float = 1.2
@@ -60,13 +121,15 @@ class PerturbationConfig:
     flatten: float = 0.3
     exaggerate: float = 3.0
     severity_power: float = 1.5
-    types: tuple[str, ...] = NEGATIVE_TYPES
+    types: tuple[str, ...] | None = None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.types if t not in NEGATIVE_TYPES]
+        known = negative_types()
+        self.types = known if self.types is None else tuple(self.types)
+        unknown = [t for t in self.types if t not in known]
         if unknown:
-            raise ValueError(f"unknown negative types {unknown}; known: {list(NEGATIVE_TYPES)}")
-        self.types = tuple(self.types)
+            raise ValueError(f"unknown negative types {unknown}; known: {list(known)}")
 
 
 @dataclass
@@ -77,7 +140,7 @@ class CandidateSet:
         vertices: (B, C, V, 3) metres, model space.
         camera: (B, C, 3) weak-perspective camera each candidate is rendered with.
         error_mm: (B, C) mean vertex error against the truth (0 for the positive).
-        type_index: (B, C) long index into ``NEGATIVE_TYPES``; -1 for the positive.
+        type_index: (B, C) long index into ``negative_types()``; -1 for the positive.
         severity: (B, C) in [0, 1]; 0 for the positive.
     """
 
@@ -143,7 +206,8 @@ class NegativeGenerator:
     def sample(self, params: FaceParams, vertices: Tensor, num_negatives: int, generator: torch.Generator) -> CandidateSet:
         """Positive + ``num_negatives`` random negatives (types and severities drawn) per face."""
         b = params.batch_size
-        types = torch.tensor([NEGATIVE_TYPES.index(t) for t in self.config.types])
+        known = negative_types()
+        types = torch.tensor([known.index(t) for t in self.config.types])
         pick = torch.randint(len(types), (b, num_negatives), generator=generator)
         type_index = types[pick]
         u = torch.rand(b, num_negatives, generator=generator)
@@ -162,10 +226,20 @@ class NegativeGenerator:
         flat = params[torch.arange(b).repeat_interleave(k).to(device)].clone()
         t = type_index.reshape(-1)
         s = severity.reshape(-1)
-        self._perturb_params(flat, params, t, s, generator, b, k)
+        context = NegativeContext(self.config, params, k, _shared_draws(generator, b, k, t, device), self.smoother)
+        known = negative_types()
+        for name in known:  # params space first, in registration order (keeps the random stream)
+            entry = negative_type(name)
+            if entry.space == "params":
+                mask = (t == known.index(name)).to(device)
+                entry.fn(flat, s.to(device)[:, None] * mask[:, None].float(), context)
         neg_vertices = self.face_model(flat).vertices + displacement.repeat_interleave(k, dim=0)
         truth = vertices.repeat_interleave(k, dim=0)
-        neg_vertices = self._geometry_negatives(neg_vertices, truth, flat.camera, t, s)
+        for name in known:  # geometry space: replaces its rows, starting from the truth
+            entry = negative_type(name)
+            rows = (t == known.index(name)).nonzero().squeeze(1)
+            if entry.space == "geometry" and len(rows):
+                neg_vertices[rows] = entry.fn(truth[rows], s[rows].to(device), context)
         aligned = aligned_to_camera(neg_vertices, flat.camera, params.camera.repeat_interleave(k, dim=0))
         error = mean_vertex_error_mm(aligned, truth).reshape(b, k)
         return CandidateSet(
@@ -176,72 +250,17 @@ class NegativeGenerator:
             severity=torch.cat([torch.zeros(b, 1), severity], dim=1).to(device),
         )
 
-    def _perturb_params(self, flat: FaceParams, params: FaceParams, t: Tensor, s: Tensor,
-                        generator: torch.Generator, b: int, k: int) -> None:
-        """In place on ``flat`` (B*K params): the parameter-space negative types."""
-        cfg, device = self.config, flat.shape.device
 
-        face = torch.arange(b).repeat_interleave(k)
-        num_types = len(NEGATIVE_TYPES)
+def _shared_draws(generator: torch.Generator, b: int, k: int, t: Tensor, device) -> Callable[..., Tensor]:
+    """``draw(*shape)`` of ``NegativeContext``: (B*K, *shape), one normal draw per (face, type)."""
+    face = torch.arange(b).repeat_interleave(k)
+    num_types = len(negative_types())
 
-        def randn(*shape: int) -> Tensor:
-            """One draw per (face, type), shared by that face's negatives of that type, so graded
-            severities of one type move the geometry along one direction (monotone error)."""
-            draws = torch.randn(b, num_types, *shape, generator=generator)
-            return draws[face, t].to(device)
+    def draw(*shape: int) -> Tensor:
+        draws = torch.randn(b, num_types, *shape, generator=generator)
+        return draws[face, t].to(device)
 
-        def rows(name: str) -> tuple[Tensor, Tensor]:
-            mask = t == NEGATIVE_TYPES.index(name)
-            return mask.to(device), s.to(device)[:, None] * mask.to(device)[:, None].float()
-
-        mask, sev = rows("identity")
-        flat.shape += sev * cfg.identity * randn(flat.shape.shape[1])
-        mask, sev = rows("expression")
-        flat.expression += sev * cfg.expression * randn(flat.expression.shape[1])
-        mask, sev = rows("jaw")
-        # Open (or close, but never past closed) the mouth, with a little sideways motion.
-        draw = randn(2)
-        opening = torch.where(draw[:, 0] >= 0, torch.full_like(draw[:, 0], cfg.jaw),
-                              -flat.jaw_pose[:, 0].clamp(min=0.0, max=cfg.jaw))
-        direction = torch.stack([opening, draw[:, 1] * cfg.jaw / 3.0, torch.zeros_like(opening)], dim=1)
-        flat.jaw_pose += sev * direction
-        mask, sev = rows("pose")
-        axis = torch.nn.functional.normalize(randn(3), dim=1)
-        flat.global_pose += sev * cfg.pose * axis
-        mask, sev = rows("camera")
-        draw = randn(2)
-        angle = draw[:, 0] * math.pi
-        shift = torch.stack([angle.cos(), angle.sin()], dim=1) * cfg.camera_shift
-        scale = 1.0 + cfg.camera_scale * torch.sign(draw[:, 1])
-        camera = flat.camera.clone()
-        camera[:, 1:] += sev * shift
-        camera[:, 0] *= 1.0 + sev[:, 0] * (scale - 1.0)
-        flat.camera = camera
-        mask, sev = rows("other_identity")
-        other = params.shape.roll(1, dims=0).repeat_interleave(k, dim=0)
-        flat.shape += sev * (other - flat.shape)
-        mask, sev = rows("exaggerate")
-        push = torch.nn.functional.normalize(randn(flat.expression.shape[1]), dim=1) * 4.0
-        flat.expression = flat.expression * (1 + sev * cfg.exaggerate) + sev * push
-        flat.jaw_pose = flat.jaw_pose * (1 + sev * cfg.exaggerate)
-
-    def _geometry_negatives(self, vertices: Tensor, truth: Tensor, camera: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        """Smoothed and flattened variants of the true geometry (rows of those types)."""
-        cfg, device = self.config, vertices.device
-        out = vertices.clone()
-        rows = (t == NEGATIVE_TYPES.index("smooth")).nonzero().squeeze(1)
-        if len(rows):
-            smoothed = self.smoother(truth[rows], cfg.smooth_iterations)
-            w = s[rows].to(device)[:, None, None]
-            out[rows] = truth[rows] + w * (smoothed - truth[rows])
-        rows = (t == NEGATIVE_TYPES.index("flatten")).nonzero().squeeze(1)
-        if len(rows):
-            v = truth[rows].clone()
-            centre = v[..., 2].median(dim=1, keepdim=True).values
-            keep = 1.0 - cfg.flatten * s[rows].to(device)[:, None]
-            v[..., 2] = centre + keep * (v[..., 2] - centre)
-            out[rows] = v
-        return out
+    return draw
 
 
 def mesh_for_rendering(vertices: Tensor, faces: Tensor) -> FaceMesh:
@@ -275,3 +294,5 @@ def random_light_directions(batch_size: int, generator: torch.Generator, spread:
     direction[keep] = base
     return direction
 
+
+import regressor.critic.negative_types  # noqa: E402,F401 - registers the built-in types, then any added file

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Optional
 
 from torch.utils.data import Dataset
 
+from regressor.registry import Registry
+
 if TYPE_CHECKING:
     from regressor.training.datamodule import FaceDataModule
 
-_REGISTRY: dict[str, type["DataSource"]] = {}
+_REGISTRY: Registry[type["DataSource"]] = Registry("data source")
 
 
 class DataSource:
@@ -45,28 +47,21 @@ class DataSource:
         raise NotImplementedError
 
 
-def _identity(cls: type) -> tuple[str, str]:
-    return cls.__module__, cls.__qualname__
-
-
 def register_data_source(name: str):
     """Class decorator: make a ``DataSource`` subclass available to yaml as ``name``."""
 
     def decorator(cls: type[DataSource]) -> type[DataSource]:
         if not (isinstance(cls, type) and issubclass(cls, DataSource)):
             raise TypeError(f"@register_data_source('{name}') expects a DataSource subclass, got {cls!r}")
-        existing = _REGISTRY.get(name)
-        if existing is not None and _identity(existing) != _identity(cls):  # a module reload is fine
-            raise ValueError(f"data source name '{name}' is already registered by {'.'.join(_identity(existing))}")
+        cls = _REGISTRY.register(name)(cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return decorator
 
 
 def registered_data_sources() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY.names())
 
 
 def data_source(name: str, stage: str) -> DataSource:
@@ -74,7 +69,7 @@ def data_source(name: str, stage: str) -> DataSource:
     if name not in _REGISTRY:
         raise ValueError(f"FaceDataModule: unknown {stage}_source {name!r}; registered: {registered_data_sources()} "
                          "(a new source is one file in regressor/training/sources/)")
-    source = _REGISTRY[name]()
+    source = _REGISTRY.get(name)()
     if stage not in source.stages:
         raise ValueError(f"FaceDataModule: {stage}_source {name!r} cannot serve {stage}; it serves {list(source.stages)}")
     return source
