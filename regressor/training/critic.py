@@ -8,15 +8,16 @@ correlation between score and error. Everything substantive lives in plain modul
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from regressor.face_model.protocol import FaceModelProtocol
 from regressor.critic.render_cache import RenderCache, RenderedCandidates
 from regressor.critic.negatives import (
-    NEGATIVE_TYPES, CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering,
+    CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering, negative_types,
     random_light_directions,
 )
 from regressor.critic.network import CriticCheckpointError, ShapeCritic
@@ -42,7 +43,8 @@ class CriticModule(pl.LightningModule):
         perturbation / objective: ``PerturbationConfig`` / ``CriticObjective`` keyword overrides.
         light_spread: how far the training light wanders from the loss-time default.
         background_mix: probabilities of [default 0, random constant, noise] render backgrounds.
-        face_model_path: FLAME-layout model; None = the built-in stand-in (must match the data).
+        face_model: the face model of the candidates (``FaceModelProtocol``; default: the built-in
+            stand-in). The CLI links the config's top-level ``face_model`` here and into the data module.
         refresh_probability: chance that a face's cached candidates are re-drawn and re-rendered
             when it comes round again (1.0 = always fresh; see ``RenderCache``).
         log_images_every_n_steps: TensorBoard grid of (image, candidates) rows.
@@ -71,7 +73,8 @@ class CriticModule(pl.LightningModule):
                  backbone_kwargs: dict[str, Any] | None = None, num_negatives: int = 5,
                  perturbation: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
                  learning_rate: float = 2e-3, weight_decay: float = 1e-4, light_spread: float = 0.6,
-                 background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25), face_model_path: str | None = None,
+                 background_mix: tuple[float, float, float] = (0.5, 0.25, 0.25),
+                 face_model: Optional[FaceModelProtocol] = None,
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
                  init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
@@ -79,7 +82,12 @@ class CriticModule(pl.LightningModule):
                  topology: dict[str, Any] | None = None, input_gradient_penalty: float = 0.0,
                  val_operating_point_faces: int = 0, val_topology_faces: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["face_model"])
+        self.__dict__["_face_model"] = face_model  # a tool like the renderer: not a submodule, not in the state dict
+        if face_model is not None:
+            from regressor.components import component_spec
+
+            self.hparams["face_model"] = component_spec(face_model)
         if "error_unit_mm" in (objective or {}):
             raise ValueError("CriticModule: objective.error_unit_mm has moved to model.init_args.error_unit_mm "
                              "(one error unit, stored in the critic's checkpoint)")
@@ -104,7 +112,7 @@ class CriticModule(pl.LightningModule):
 
         if self._tools is None:
             with torch.inference_mode(False):  # may first run in validation; buffers must allow autograd
-                face_model = FaceModel(self.hparams.face_model_path)
+                face_model = self._face_model if self._face_model is not None else FaceModel.builtin()
                 renderer = self.critic.render_settings.renderer()
                 self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
         face_model = self._tools[0]
@@ -281,7 +289,7 @@ class CriticModule(pl.LightningModule):
         """Fixed per seed: 2 negatives of every type, severities spread over (0, 1]."""
         generator = torch.Generator().manual_seed(seed)
         b, types = params.batch_size, self.perturbation.types
-        type_index = torch.tensor([NEGATIVE_TYPES.index(t) for t in types]).repeat(2)[None].repeat(b, 1)
+        type_index = torch.tensor([negative_types().index(t) for t in types]).repeat(2)[None].repeat(b, 1)
         severity = torch.rand(type_index.shape, generator=generator).clamp(min=0.05)
         return self.tools()[2].build(params, vertices, type_index, severity, generator)
 
@@ -367,7 +375,7 @@ def ranking_metrics(scores: Tensor, error: Tensor, type_index: Tensor) -> dict[s
     negatives = type_index >= 0
     hard = negatives & (error >= AUC_ERROR_THRESHOLD_MM)
     metrics = {"auc_2mm": auc(positives, scores[hard]), "auc_all": auc(positives, scores[negatives])}
-    for i, name in enumerate(NEGATIVE_TYPES):
+    for i, name in enumerate(negative_types()):
         selected = type_index == i
         if selected.any():
             metrics[f"auc_{name}"] = auc(positives, scores[selected])

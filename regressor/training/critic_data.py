@@ -13,12 +13,13 @@ import json
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from regressor.face_model.protocol import FaceModelProtocol
 from regressor.synthetic.splits import SPLIT_SEEDS
 
 
@@ -103,16 +104,18 @@ class CriticDataModule(pl.LightningDataModule):
         image_size: synthetic image size (px); the critic resizes to its own size.
         batch_size: faces per step (each brings 1 + num_negatives candidates).
         synthetic: ``SyntheticConfig`` overrides, e.g. ``{extra_geometry: true}``.
-        face_model_path: FLAME-layout model file; None = the built-in stand-in.
+        face_model: the face model of the synthetic faces (default: the built-in stand-in); the CLI
+            links the config's top-level ``face_model`` here and into the critic module.
         cache_dir: where generated pools are kept between runs (None = regenerate every run).
     """
 
     def __init__(self, train_samples: int = 2048, val_samples: int = 128, image_size: int = 64,
                  batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | None = None,
-                 face_model_path: str | None = None, num_workers: int = 0,
+                 face_model: Optional[FaceModelProtocol] = None, num_workers: int = 0,
                  cache_dir: str | None = "outputs/critic_pool_cache") -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["face_model"])
+        self.face_model = face_model
         self.train_pool: SyntheticPool | None = None
         self.val_pool: SyntheticPool | None = None
 
@@ -122,7 +125,7 @@ class CriticDataModule(pl.LightningDataModule):
         hp = self.hparams
         if self.train_pool is not None:
             return
-        face_model = FaceModel(hp.face_model_path)
+        face_model = self.face_model if self.face_model is not None else FaceModel.builtin()
         common = dict(image_size=hp.image_size, seed_offset=hp.seed_offset, synthetic=hp.synthetic,
                       cache_dir=hp.cache_dir)
         if stage in (None, "fit"):
