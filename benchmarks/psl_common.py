@@ -118,12 +118,14 @@ def _source_hash() -> str:
 
 
 def face_set(face_model, split: str, count: int, image_size: int, cache: bool = True, chunk: int = 8,
-             cache_dir: Path = CACHE_DIR) -> FaceSet:
+             cache_dir: Path = CACHE_DIR, config: SyntheticConfig | None = None) -> FaceSet:
     """``count`` faces of ``split`` (seeds ``SPLIT_SEEDS[split] + i``), generated once and cached.
 
     Cached in blocks of ``chunk`` seeds, so budgets of different sizes share their common faces.
+    ``config`` replaces the benchmark distribution (e.g. a shifted one; it must keep
+    ``extra_geometry`` on so that the scan stays beyond the model).
     """
-    config = benchmark_config()
+    config = config or benchmark_config()
     source = _source_hash()
     chunk = min(chunk, count)
     generator = None

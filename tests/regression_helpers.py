@@ -116,6 +116,13 @@ def shrink_config(path: Path, out_dir: Path, critic: Path, max_steps: int = 2) -
         num_sanity_val_steps=0, enable_progress_bar=False, default_root_dir=str(out_dir / "root"),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    data = config.get("data", {}).get("init_args", {})
+    if data.get("train_source") == "pool":  # a tiny pool in place of the config's pre-rendered one
+        from regressor.synthetic.pool import PoolSpec, write_pool
+
+        pool = out_dir / "pool"
+        write_pool(PoolSpec(out=pool, num=4, image_size=data.get("image_size", TINY_SIZE), workers=1), show_progress=False)
+        data["pool_dir"] = str(pool)
     target = out_dir / f"tiny_{path.parent.name}_{path.name}"
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target

@@ -56,6 +56,9 @@ class RegressorModule(pl.LightningModule):
             ``train/skipped_steps``, with a warning naming the term) or ``"stop"`` (re-raise).
         metric_critic: critic checkpoint for the ``critic_score`` metric when the loss stack has
             no ``perceptual_shape`` term.
+        init_checkpoint: start from the weights of a regressor checkpoint (a ``regressor fit``
+            ``.ckpt`` or an exported file such as the shipped ``checkpoints/regressor.ckpt``);
+            the backbone and encoder settings must match. ``--ckpt_path`` resumes a run instead.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class RegressorModule(pl.LightningModule):
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         nan_policy: Literal["skip", "stop"] = "skip",
         metric_critic: Optional[str] = None,
+        init_checkpoint: Optional[str] = None,
     ) -> None:
         super().__init__()
         if nan_policy not in ("skip", "stop"):
@@ -86,6 +90,8 @@ class RegressorModule(pl.LightningModule):
         self.loss_stack = LossStack(losses if losses else DEFAULT_LOSSES)
         self.loss_stack.check_renderer(self.pipeline.renderer)
         self.loss_stack.bind_face_model(self.pipeline.face_model)
+        if init_checkpoint is not None:
+            self._load_initial_weights(init_checkpoint)
         self.metric_critic = None
         if metric_critic is not None:
             from regressor.losses.perceptual import PerceptualShapeLoss
@@ -160,6 +166,18 @@ class RegressorModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def _load_initial_weights(self, path: str) -> None:
+        """Start from another regressor's weights (fine-tuning); the architectures must match."""
+        from regressor.inference import load_pipeline
+
+        source = load_pipeline(path)
+        try:
+            self.pipeline.load_state_dict(source.state_dict(), strict=True)
+        except RuntimeError as error:
+            first = str(error).splitlines()[0][:300]
+            raise ValueError(f"init_checkpoint {path} does not fit this model (backbone "
+                             f"{self.hparams.backbone!r}, encoder {self.hparams.encoder}): {first}") from None
 
     def _face_region(self, device: torch.device) -> Tensor:
         """(V,) bool: the face-model vertices NoW scores (cached; see losses.supervised.face_region_mask)."""
