@@ -57,11 +57,14 @@ def tiny_fit_config(out_dir: Path, max_steps: int, seed: int = 0, train_dir: Opt
                                "every_n_train_steps": 5}},
             ],
         },
+        "face_model": {"class_path": "regressor.face_model.FaceModel",
+                       "init_args": {"n_shape": 10, "n_expression": 5, "n_albedo": 4}},
         "model": {
             "class_path": "regressor.training.regression.RegressorModule",
             "init_args": {
-                "backbone": "mobilenetv3_small_050", "n_shape": 10, "n_expression": 5, "n_albedo": 4,
-                "renderer": {"backend": "torch"},
+                "encoder": {"class_path": "regressor.models.encoder.FaceEncoder",
+                            "init_args": {"backbone": "mobilenetv3_small_050"}},
+                "renderer": {"class_path": "regressor.render.Renderer", "init_args": {"backend": "torch"}},
                 "losses": [{"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},
                            {"name": "regularizers", "weight": 0.001}],
                 "lr": 1e-3, "scheduler": "cosine", "nan_policy": "skip",

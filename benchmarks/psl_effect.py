@@ -151,7 +151,9 @@ def train_regressor(budget: Budget, train: FaceSet, init_args: dict, losses: lis
     from regressor.training.regression import RegressorModule
 
     pl.seed_everything(seed, verbose=False)
-    module = RegressorModule(**{**init_args, "backbone": budget.backbone, "image_size": budget.image_size,
+    encoder = dict(init_args.get("encoder") or {"class_path": "regressor.models.encoder.FaceEncoder"})
+    encoder["init_args"] = {**(encoder.get("init_args") or {}), "backbone": budget.backbone}
+    module = RegressorModule(**{**init_args, "encoder": encoder, "image_size": budget.image_size,
                                 "losses": losses, "metric_critic": None})
     loader = torch.utils.data.DataLoader(train.sample_dicts(), batch_size=budget.train_batch, shuffle=True,
                                          drop_last=True, generator=torch.Generator().manual_seed(seed))

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     share = max(0.0, 1.0 - step_without / step_with)
     figures = {
         "config": str(QUICKSTART.relative_to(REPO_ROOT)),
-        "backbone": config["model"]["init_args"]["backbone"],
+        "backbone": config["model"]["init_args"]["encoder"]["init_args"]["backbone"],
         "image_size": config["data"]["init_args"]["image_size"],
         "batch_size": batch_size,
         "critic": critic_note,

@@ -13,7 +13,7 @@ object from it without the training config. Plain PyTorch, no Lightning.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
@@ -56,3 +56,14 @@ def with_init_args(component: nn.Module, **changes: Any) -> nn.Module:
     if all(spec["init_args"].get(key) == value for key, value in changes.items()):
         return component
     return build_component(spec, **changes)
+
+
+def as_component(value: Any, where: str) -> Optional[nn.Module]:
+    """A built component, or None: builds a ``{class_path, init_args}`` spec (what a checkpoint's
+    hyper-parameters hold); a plain kwargs dict, the form before typed components, is refused."""
+    if value is None or isinstance(value, nn.Module):
+        return value
+    if is_spec(value):
+        return build_component(value)
+    raise ComponentSpecError(f"{where} must be a component ({{class_path: ..., init_args: {{...}}}}), got {value!r}; "
+                             "plain kwargs dicts are the form before the typed components (see docs/configs.md)")

@@ -158,6 +158,11 @@ def loader(batch: dict[str, Any], batch_size: int = 2) -> torch.utils.data.DataL
 
 
 def tiny_module_kwargs(**overrides: Any) -> dict[str, Any]:
-    kwargs = dict(backbone=TINY_BACKBONE, image_size=TINY_SIZE, n_shape=10, n_expression=5, n_albedo=4)
+    """``RegressorModule`` arguments of a tiny regressor (typed components, built-in face model)."""
+    from regressor.face_model import FaceModel
+    from regressor.models.encoder import FaceEncoder
+
+    sizes = dict(n_shape=10, n_expression=5, n_albedo=4)
+    kwargs = dict(encoder=FaceEncoder(TINY_BACKBONE, **sizes), face_model=FaceModel(**sizes), image_size=TINY_SIZE)
     kwargs.update(overrides)
     return kwargs

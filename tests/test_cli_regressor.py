@@ -88,3 +88,60 @@ def test_config_with_a_class_path_from_before_the_architecture_step_names_the_ne
     config.write_text(old)
     with pytest.raises(MovedClassPathError, match="regressor.training.regression.RegressorModule"):
         main(["fit", "--config", str(config)])
+
+
+@pytest.mark.parametrize("init_args, expected", [
+    ({"backbone": "resnet18"}, "model.init_args.backbone has moved; write it in model.init_args.encoder: "
+                               "{class_path: regressor.models.encoder.FaceEncoder, init_args: {backbone: ...}}"),
+    ({"n_shape": 100}, "model.init_args.n_shape has moved; write it in the top-level face_model"),
+    ({"renderer": {"backend": "torch"}}, "model.init_args.renderer is a plain dict .*components are typed now: "
+                                         "write model.init_args.renderer: {class_path: regressor.render.Renderer, "
+                                         "init_args: {backend: 'torch'}}"),
+    ({"face_model": {"model_path": "x.pkl"}}, "model.init_args.face_model is a plain dict .*write the top-level "
+                                              "face_model: {class_path: regressor.face_model.FaceModel, "
+                                              "init_args: {model_path: 'x.pkl'}}"),
+    ({"face_model": {"class_path": "regressor.face_model.FaceModel"}},
+     "model.init_args.face_model is declared once now: move it to the top-level face_model"),
+])
+def test_config_keys_from_before_the_typed_components_name_the_new_key(tmp_path, init_args, expected):
+    import re
+
+    import yaml
+
+    from regressor.training.cli import OldConfigKeyError
+
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump({"model": {"class_path": "regressor.training.regression.RegressorModule",
+                                                "init_args": init_args}}))
+    with pytest.raises(OldConfigKeyError, match=re.escape(expected).replace(r"\.\*", ".*")):
+        main(["fit", "--config", str(config)])
+
+
+def test_a_checkpoint_with_the_flat_hyper_parameters_of_before_still_loads(tmp_path):
+    """Checkpoints written before the typed components hold backbone, sizes and kwargs dicts."""
+    from regressor.pipeline import build_pipeline
+
+    flat = {"backbone": "mobilenetv3_small_050", "n_shape": 10, "n_expression": 5, "n_albedo": 4, "image_size": 32,
+            "encoder": {"hidden_dim": 32}, "face_model": None, "renderer": {"backend": "torch"}}
+    pipeline = build_pipeline(**flat)
+    state = {f"pipeline.{k}": v for k, v in pipeline.state_dict().items()}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": {**flat, "lr": 1e-3, "losses": None}}, path)
+    reconstructor = Reconstructor.from_checkpoint(path)
+    assert reconstructor.pipeline.encoder.init_args["hidden_dim"] == 32
+    torch.testing.assert_close(reconstructor.pipeline.state_dict(), pipeline.state_dict())
+
+
+def test_validate_accepts_a_checkpoint_with_the_flat_hyper_parameters_of_before(fitted, tmp_path, capsys):
+    """``--ckpt_path`` re-reads the checkpoint's hyper-parameters; flat ones are translated to the typed form."""
+    config, out = fitted
+    checkpoint = torch.load(out / "dirpath" / "last.ckpt", map_location="cpu", weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    encoder = hparams.pop("encoder")["init_args"]
+    sizes = {key: encoder.pop(key) for key in ("n_shape", "n_expression", "n_albedo")}
+    hparams.update(backbone=encoder.pop("backbone"), encoder=encoder, renderer=hparams["renderer"]["init_args"],
+                   face_model=None, **sizes)
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert main(["validate", "--config", str(config), "--ckpt_path", str(old)]) == 0
+    assert "val/landmark_error_px" in capsys.readouterr().out

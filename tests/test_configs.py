@@ -55,7 +55,7 @@ def test_quickstart_trains_on_the_train_split_and_validates_on_held_out_seeds():
 def test_full_config_is_the_paper_scale_ddp_run():
     config = yaml.safe_load((CONFIG_ROOT / "regressor" / "full.yaml").read_text())
     assert config["trainer"]["strategy"] == "ddp"
-    assert config["model"]["init_args"]["backbone"] == "resnet50"
+    assert config["model"]["init_args"]["encoder"]["init_args"]["backbone"] == "resnet50"
     assert config["data"]["init_args"]["image_size"] == 224
 
 

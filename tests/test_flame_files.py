@@ -246,3 +246,46 @@ def test_malicious_npy_embedding_is_refused(tmp_path):
     with pytest.raises(UnsafePickleError):
         files.load_npy_object(path, "dynamic landmark embedding")
     assert not marker.exists()
+
+
+def test_a_flame_configured_regressor_trains_on_flame_synthetic_faces_and_logs_vertex_metrics(tmp_path, monkeypatch):
+    """The face model is declared once (top-level ``face_model``) and linked into the model and the
+    data module: the synthetic faces have the FLAME file's 6 vertices, so the vertex metrics are logged."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from regressor.cli import main
+    from regressor.inference import Reconstructor
+
+    path = tmp_path / "generic_model.pkl"
+    _write_flame_pickle(path, monkeypatch)
+    _write_embeddings(tmp_path)
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "val_check_interval": 2,
+                    "check_val_every_n_epoch": None, "limit_val_batches": 1, "num_sanity_val_steps": 0,
+                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp_path),
+                    "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(tmp_path / "logs"), "name": "flame"}}},
+        "face_model": {"class_path": "regressor.face_model.FaceModel",
+                       "init_args": {"model_path": str(path), "n_shape": 8, "n_expression": 4, "n_albedo": 3}},
+        "model": {"class_path": "regressor.training.regression.RegressorModule",
+                  "init_args": {"encoder": {"class_path": "regressor.models.encoder.FaceEncoder",
+                                            "init_args": {"backbone": "mobilenetv3_small_050"}},
+                                "renderer": {"class_path": "regressor.render.Renderer", "init_args": {"backend": "torch"}},
+                                "losses": [{"name": "landmarks", "weight": 1.0}, {"name": "photometric", "weight": 1.0}]}},
+        "data": {"class_path": "regressor.training.datamodule.FaceDataModule",
+                 "init_args": {"image_size": 32, "batch_size": 2, "synthetic_train_samples": 4,
+                               "synthetic_val_samples": 2, "synthetic_test_samples": 2}},
+    }
+    config_path = tmp_path / "flame.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["fit", "--config", str(config_path)]) == 0
+
+    accumulator = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents*")).parent))
+    accumulator.Reload()
+    assert {"val/vertex_error_mm", "val/vertex_error_aligned_mm"} <= set(accumulator.Tags()["scalars"])
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    reconstructor = Reconstructor.from_checkpoint(checkpoint)
+    assert reconstructor.pipeline.face_model.num_vertices == V
+    assert reconstructor.pipeline.face_model.model_path == str(path)

@@ -45,7 +45,7 @@ def _held_out_error(module: RegressorModule, batch: FaceBatch) -> tuple[float, f
 def _tiny_run(losses: list[dict], lr: float, steps: int) -> tuple[float, float]:
     """Train a tiny regressor on 32 synthetic faces; (its held-out aligned error, the mean face's), mm."""
     torch.manual_seed(0)
-    module = RegressorModule(backbone="mobilenetv3_small_050", n_shape=20, n_expression=10, n_albedo=5, image_size=32,
+    module = RegressorModule.from_flat(backbone="mobilenetv3_small_050", n_shape=20, n_expression=10, n_albedo=5, image_size=32,
                              losses=losses, lr=lr)
     config, face_model = SyntheticConfig.model_only(), module.pipeline.face_model
     train = SyntheticFaceDataset(32, image_size=32, split="train", config=config, face_model=face_model)

@@ -25,8 +25,12 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from regressor.components import as_component
 from regressor.evaluation.metrics import landmark_error_px, vertex_errors_mm
-from regressor.pipeline import Reconstruction, build_pipeline
+from regressor.face_model.protocol import FaceModelProtocol
+from regressor.models.encoder import FaceEncoder
+from regressor.pipeline import Reconstruction, assemble_pipeline, pipeline_description, pipeline_specs
+from regressor.render import Renderer
 from regressor.losses import LossStack, NonFiniteLossError
 from regressor.types import FaceBatch, LossInputs
 
@@ -40,13 +44,23 @@ DEFAULT_LOSSES: list[dict[str, Any]] = [
 class RegressorModule(pl.LightningModule):
     """Self-supervised face regressor.
 
+    The three pipeline components are typed (``class_path``/``init_args`` in yaml)::
+
+        model:
+          class_path: regressor.training.regression.RegressorModule
+          init_args:
+            encoder: {class_path: regressor.models.encoder.FaceEncoder, init_args: {backbone: resnet18}}
+            renderer: {class_path: regressor.render.Renderer, init_args: {backend: torch}}
+        face_model: {class_path: regressor.face_model.FaceModel, init_args: {model_path: ...}}  # top level
+
     Args:
-        backbone: timm model name of the encoder (``pretrained=False`` always).
-        n_shape, n_expression, n_albedo: coefficient counts (encoder heads and face model).
+        encoder: the ``FaceEncoder`` (timm backbone, ``pretrained=False`` always); default
+            ``FaceEncoder()``. Its head sizes are the face model's (a different ``n_shape`` ... in its
+            init_args is replaced).
+        face_model: a ``FaceModelProtocol`` (default: the built-in stand-in). The CLI links the
+            config's top-level ``face_model`` here and into the data module.
+        renderer: the ``Renderer`` (default ``Renderer()``); its size is ``image_size``.
         image_size: input and render size in pixels (linked to the data module's by the CLI).
-        encoder: extra ``FaceEncoder`` kwargs (e.g. ``weights_path``, ``hidden_dim``).
-        face_model: extra ``FaceModel`` kwargs (e.g. ``model_path`` of a real FLAME file).
-        renderer: extra ``Renderer`` kwargs (e.g. ``backend``, ``background``).
         losses: the loss stack, a list of ``{name, weight, **kwargs}`` (see ``regressor.losses``).
         lr, weight_decay: AdamW settings for the encoder (the only trained part).
         scheduler: ``"none"``, ``"cosine"`` (per-step cosine decay to 1% over the whole run) or
@@ -63,14 +77,10 @@ class RegressorModule(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: str = "mobilenetv3_small_100",
-        n_shape: int = 100,
-        n_expression: int = 50,
-        n_albedo: int = 10,
+        encoder: Optional[FaceEncoder] = None,
+        face_model: Optional[FaceModelProtocol] = None,
+        renderer: Optional[Renderer] = None,
         image_size: int = 64,
-        encoder: Optional[dict[str, Any]] = None,
-        face_model: Optional[dict[str, Any]] = None,
-        renderer: Optional[dict[str, Any]] = None,
         losses: Optional[list[dict[str, Any]]] = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -82,11 +92,13 @@ class RegressorModule(pl.LightningModule):
         super().__init__()
         if nan_policy not in ("skip", "stop"):
             raise ValueError(f"nan_policy must be 'skip' or 'stop', got {nan_policy!r}")
-        self.save_hyperparameters()
-        self.pipeline = build_pipeline(
-            backbone=backbone, n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo,
-            image_size=image_size, encoder=encoder, face_model=face_model, renderer=renderer,
-        )
+        self.save_hyperparameters(ignore=["encoder", "face_model", "renderer"])
+        self.pipeline = assemble_pipeline(as_component(encoder, "RegressorModule encoder"),
+                                          as_component(face_model, "RegressorModule face_model"),
+                                          as_component(renderer, "RegressorModule renderer"), image_size)
+        # The components as {class_path, init_args} specs: what Reconstructor.from_checkpoint and the
+        # exported regressor file rebuild the pipeline from (regressor.pipeline.build_pipeline).
+        self.hparams.update(pipeline_description(self.pipeline))
         self.loss_stack = LossStack(losses if losses else DEFAULT_LOSSES)
         self.loss_stack.check_renderer(self.pipeline.renderer)
         self.loss_stack.bind_face_model(self.pipeline.face_model)
@@ -100,6 +112,21 @@ class RegressorModule(pl.LightningModule):
             self.metric_critic.check_renderer(self.pipeline.renderer)
         self.skipped_steps = 0
         self._warned_topology = False
+
+    @classmethod
+    def from_flat(cls, backbone: Optional[str] = None, n_shape: Optional[int] = None, n_expression: Optional[int] = None,
+                  n_albedo: Optional[int] = None, image_size: int = 64, encoder: Optional[dict[str, Any]] = None,
+                  face_model: Optional[dict[str, Any]] = None, renderer: Optional[dict[str, Any]] = None,
+                  **training: Any) -> "RegressorModule":
+        """Python shorthand: the flat pipeline description (``backbone``, sizes, kwargs dicts; what
+        exported regressor files and older checkpoints hold) plus any training argument."""
+        from regressor.components import build_component
+
+        flat = {k: v for k, v in dict(backbone=backbone, n_shape=n_shape, n_expression=n_expression,
+                                      n_albedo=n_albedo).items() if v is not None}
+        specs = pipeline_specs(image_size, encoder, face_model, renderer, **flat)
+        return cls(encoder=build_component(specs["encoder"]), face_model=build_component(specs["face_model"]),
+                   renderer=build_component(specs["renderer"]), image_size=image_size, **training)
 
     # ----------------------------------------------------------------------------- pieces
     def reconstruct(self, images: Tensor) -> Reconstruction:
@@ -176,8 +203,8 @@ class RegressorModule(pl.LightningModule):
             self.pipeline.load_state_dict(source.state_dict(), strict=True)
         except RuntimeError as error:
             first = str(error).splitlines()[0][:300]
-            raise ValueError(f"init_checkpoint {path} does not fit this model (backbone "
-                             f"{self.hparams.backbone!r}, encoder {self.hparams.encoder}): {first}") from None
+            raise ValueError(f"init_checkpoint {path} does not fit this model (encoder "
+                             f"{self.hparams.encoder}): {first}") from None
 
     def _face_region(self, device: torch.device) -> Tensor:
         """(V,) bool: the face-model vertices NoW scores (cached; see losses.supervised.face_region_mask)."""
