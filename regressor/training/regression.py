@@ -12,7 +12,8 @@ Metrics (``val/...`` and ``test/...``, synchronised across DDP ranks):
 * ``vertex_error_aligned_mm``: the same after a similarity (scale, rotation, translation)
   Procrustes alignment of all vertices, i.e. the shape error alone;
 * ``face_error_aligned_mm``: the same on the face region NoW scores (what the shipped model is
-  selected by: scalp and neck are barely visible in a face crop);
+  selected by: scalp and neck are barely visible in a face crop), logged beside
+  ``mean_face_error_aligned_mm``, the mean face's on the same faces (the trivial baseline);
 * ``landmark_error_px``: mean distance of the projected 68 landmarks to the targets (valid only);
 * ``critic_score``: mean score of the critic in the loss stack (or of ``metric_critic``).
 """
@@ -224,6 +225,10 @@ class RegressorModule(pl.LightningModule):
                 metrics["vertex_error_mm"], metrics["vertex_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices, batch.vertices)
                 face = self._face_region(result.mesh.vertices.device)
                 _, metrics["face_error_aligned_mm"] = vertex_errors_mm(result.mesh.vertices[:, face], batch.vertices[:, face])
+                # The trivial baseline beside the learned figure: the mean face, same faces, same metric.
+                model = self.pipeline.face_model
+                mean_face = model(model.zero_params(batch.batch_size, device=batch.vertices.device)).vertices
+                _, metrics["mean_face_error_aligned_mm"] = vertex_errors_mm(mean_face[:, face], batch.vertices[:, face])
             elif not self._warned_topology:
                 self._warned_topology = True
                 warnings.warn(

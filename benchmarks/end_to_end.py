@@ -1,0 +1,96 @@
+"""End-to-end training throughput: pool loading + the training step, as ``regressor fit`` runs it.
+
+    python -m benchmarks.end_to_end --json outputs/benchmarks/end_to_end.json
+
+Why a separate figure from ``benchmarks.step_time``: on 2 cores, producing the data can cost as
+much as the step. Here a DataLoader (one worker) reads a memory-mapped pool
+(``regressor synth --pool``) while the main process trains the shipped recipe
+(``configs/regressor/supervised128.yaml``: resnet18, spatial neck, bf16 autocast, no term that
+reads pixels, so nothing is rasterised), and the optional ``--critic`` variant adds the
+perceptual term (the renderer and the critic then run every step). Thread settings: the
+trainer's process uses ``torch.get_num_threads()`` (set OMP_NUM_THREADS=2 on 2 cores), the
+loader worker one thread, which held up under contention where default threads collapsed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CRITIC = REPO_ROOT / "checkpoints" / "critic.pt"
+RECIPE = [{"name": "shape_vertices", "weight": 0.5}, {"name": "landmarks", "weight": 32.0},
+          {"name": "pose_params", "weight": 1.0, "albedo": 1.0, "light": 1.0}]
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def images_per_second(size: int, batch_size: int, steps: int, warmup: int, critic: bool, pool_dir: Path) -> float:
+    from regressor.face_model import FaceModel
+    from regressor.models.encoder import FaceEncoder
+    from regressor.synthetic.pool import FacePool, PoolSpec, write_pool
+    from regressor.training.regression import RegressorModule
+    from regressor.types import FaceBatch
+
+    pool_path = pool_dir / f"pool{size}"
+    if not (pool_path / "manifest.json").is_file():
+        write_pool(PoolSpec(out=pool_path, num=4 * batch_size, image_size=size, workers=2), show_progress=False)
+    losses = RECIPE + ([{"name": "perceptual_shape", "weight": 0.05, "checkpoint": str(SHIPPED_CRITIC)}] if critic else [])
+    torch.manual_seed(0)
+    module = RegressorModule(encoder=FaceEncoder(backbone="resnet18", neck="spatial", bf16=True),
+                             face_model=FaceModel.builtin(), image_size=size, losses=losses).train()
+    optimizer = torch.optim.AdamW(module.pipeline.parameters(), lr=1e-4)
+    loader = DataLoader(FacePool(pool_path), batch_size=batch_size, shuffle=True, num_workers=1,
+                        worker_init_fn=_worker_init, persistent_workers=True, drop_last=True)
+    done, started = 0, None
+    while done < warmup + steps:
+        for batch in loader:
+            if done == warmup:
+                started = time.perf_counter()
+            face_batch = FaceBatch.from_dict(batch)
+            result = module.pipeline(face_batch.image, render_images=module.loss_stack.needs_images(done))
+            module._losses(face_batch, result)["total"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done += 1
+            if done >= warmup + steps:
+                break
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--critic", action="store_true", help="also time the recipe with the perceptual term at 128 px")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    figures = {"threads": torch.get_num_threads(), "batch_size": args.batch_size, "steps": args.steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (64, 128):
+            figures[f"end_to_end_images_per_s_{size}"] = round(
+                images_per_second(size, args.batch_size, args.steps, args.warmup, False, Path(tmp)), 1)
+            print(f"{size} px: {figures[f'end_to_end_images_per_s_{size}']} img/s", flush=True)
+        if args.critic and SHIPPED_CRITIC.is_file():
+            figures["end_to_end_images_per_s_128_with_critic"] = round(
+                images_per_second(128, args.batch_size, max(4, args.steps // 3), args.warmup, True, Path(tmp)), 1)
+    figures["goals"] = {"end_to_end_images_per_s_64": 60, "end_to_end_images_per_s_128": 25}
+    figures["load_average_1min"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
