@@ -145,3 +145,11 @@ def test_validate_accepts_a_checkpoint_with_the_flat_hyper_parameters_of_before(
     torch.save(checkpoint, old)
     assert main(["validate", "--config", str(config), "--ckpt_path", str(old)]) == 0
     assert "val/landmark_error_px" in capsys.readouterr().out
+
+
+def test_an_old_key_on_the_command_line_names_the_new_key():
+    from regressor.training.cli import OldConfigKeyError
+
+    with pytest.raises(OldConfigKeyError, match=r"the command line: model.init_args.renderer is a plain dict .*"
+                                                r"\{class_path: regressor.render.Renderer, init_args: \{backend: 'torch'\}\}"):
+        main(["fit", "--config", str(QUICKSTART), "--model.init_args.renderer", "{backend: torch}"])

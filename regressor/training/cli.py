@@ -120,7 +120,13 @@ def check_old_config_keys(argv: list[str]) -> None:
     """Raise ``OldConfigKeyError`` when a config file or argument uses a key from before the typed components."""
     classes: dict[str, str] = {}
     entries: list[tuple[str, str, str, Any]] = []  # (where, section, key, value)
-    for where, text in _config_texts(argv):
+    joined: list[str] = []  # "--key value" as "--key=value"
+    for arg in argv:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and not arg.startswith("--"):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    for where, text in _config_texts(joined):
         if where == "the command line":
             match = re.match(r"--(model|data)(?:\.init_args)?(?:\.(\w+))?(?:=(.*))?$", text)
             if match and match.group(2) is None and match.group(3):
@@ -128,10 +134,11 @@ def check_old_config_keys(argv: list[str]) -> None:
             elif match and match.group(2) == "class_path" and match.group(3):
                 classes[match.group(1)] = match.group(3)
             elif match and match.group(2):
-                value = match.group(3)
-                if match.group(2) in TYPED_COMPONENTS and value is not None and "class_path" not in value:
-                    value = {"(given)": value}
-                entries.append((where, match.group(1), match.group(2), value if value is not None else None))
+                try:
+                    value = yaml.safe_load(match.group(3)) if match.group(3) is not None else None
+                except yaml.YAMLError:
+                    value = match.group(3)
+                entries.append((where, match.group(1), match.group(2), value))
             continue
         try:
             config = yaml.safe_load(text)
