@@ -104,6 +104,27 @@ def run(count: int, checkpoint: Path, refine_steps: int, fitting: bool, fitting_
     return out
 
 
+def save_grid(reconstructor: Reconstructor, faces: FaceSet, path: Path, count: int = 4) -> None:
+    """Rows of input | mean face at the predicted pose | prediction (grey) | prediction over the input."""
+    from torchvision.utils import make_grid, save_image
+
+    from regressor.io.visuals import grey_to_rgb, overlay
+
+    pipeline = reconstructor.pipeline
+    with torch.no_grad():
+        result = reconstructor.predict(faces.image[:count])
+        mean_params = result.params.clone()
+        for name in ("shape", "expression", "jaw_pose"):
+            getattr(mean_params, name).zero_()
+        _, mean_renders = pipeline.render_params(mean_params)
+    image = result.images.float()
+    panels = [image, overlay(image, mean_renders.shaded, mean_renders.mask),
+              grey_to_rgb(result.renders.shaded), overlay(image, result.renders.shaded, result.renders.mask)]
+    grid = make_grid(torch.stack(panels, 1).flatten(0, 1).clamp(0, 1), nrow=len(panels), padding=2, pad_value=1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.regression", description=__doc__.split("\n\n")[0])
     p.add_argument("--faces", type=int, default=30, help="benchmark faces (>= 30 for reported figures)")
@@ -112,9 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fitting", action="store_true", help="skip the per-image fitting arm")
     p.add_argument("--fitting-faces", type=int, default=30, help="faces fitted for the fitting arm")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--grid", type=Path, default=None,
+                   help="png: input | mean face at the predicted pose | prediction | prediction over the input")
     args = p.parse_args(argv)
     if not args.checkpoint.is_file():
         raise SystemExit(f"benchmarks.regression: checkpoint {args.checkpoint} does not exist")
+    if args.grid:
+        reconstructor = Reconstructor.from_checkpoint(args.checkpoint)
+        save_grid(reconstructor, face_set(reconstructor.pipeline.face_model, "benchmark", 4, reconstructor.image_size),
+                  args.grid)
     out = run(args.faces, args.checkpoint, args.refine_steps, not args.no_fitting, args.fitting_faces)
     text = json.dumps(out, indent=1)
     if args.json:
