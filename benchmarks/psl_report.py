@@ -14,38 +14,57 @@ def _percent(value: float) -> str:
     return f"{-100.0 * value:+.1f}%"
 
 
+def arms(results: dict) -> list[tuple[str, dict]]:
+    """(row label, report) of every mode that ran: the benchmark set's, then the shifted set's."""
+    found = []
+    for prefix, source in (("", results), ("shifted ", results.get("shifted") or {})):
+        for mode in MODES:
+            report = source.get(mode)
+            if isinstance(report, dict) and "median_mm_without" in report:
+                found.append((prefix + mode, report))
+    return found
+
+
 def markdown(results: dict) -> str:
-    """The headline table (median / mean / std, with and without) and the per-region breakdown."""
+    """The headline table (median / mean / std, with and without), the per-region breakdown, the
+    fine-tuned regressors' baseline and seeds, and any arm that was skipped (with why)."""
     lines = [
         "| mode | without PSL: median / mean / std (mm) | with PSL: median / mean / std (mm) | median change | mean change |",
         "|---|---|---|---|---|",
     ]
-    for mode in MODES:
-        if mode not in results:
-            continue
-        r = results[mode]
+    for label, r in arms(results):
         interval = ""
         if "reduction_ci90" in r:
             low, high = r["reduction_ci90"]
             interval = f" (90% CI {_percent(high)} .. {_percent(low)})"
         lines.append(
-            f"| {mode} | {r['median_mm_without']:.3f} / {r['mean_mm_without']:.3f} / {r['std_mm_without']:.3f} "
+            f"| {label} | {r['median_mm_without']:.3f} / {r['mean_mm_without']:.3f} / {r['std_mm_without']:.3f} "
             f"| {r['median_mm_with']:.3f} / {r['mean_mm_with']:.3f} / {r['std_mm_with']:.3f} "
             f"| {_percent(r['reduction'])}{interval} | {_percent(r['mean_reduction'])} |"
         )
+    for mode in MODES:
+        if isinstance(results.get(mode), dict) and "skipped" in results[mode]:
+            lines.append(f"| {mode} | skipped: {results[mode]['skipped']} | | | |")
     lines += ["", "| mode | condition | " + " | ".join(f"{name} median (mm)" for name in REGIONS) + " |",
               "|---|---|" + "---|" * len(REGIONS)]
-    for mode in MODES:
-        if mode not in results:
-            continue
+    for label, report in arms(results):
         for condition in ("without", "with"):
-            summary = results[mode][condition]
+            summary = report[condition]
             cells = " | ".join(f"{summary.get(f'{name}_median_mm', float('nan')):.3f}" for name in REGIONS)
-            lines.append(f"| {mode} | {condition} | {cells} |")
-    if "regression" in results and len(results["regression"].get("seeds", {})) > 1:
-        lines += ["", "| regression seed | median without (mm) | median with (mm) | change |", "|---|---|---|---|"]
-        for seed, r in results["regression"]["seeds"].items():
-            lines.append(f"| {seed} | {r['median_mm_without']:.3f} | {r['median_mm_with']:.3f} | {_percent(r['reduction'])} |")
+            lines.append(f"| {label} | {condition} | {cells} |")
+    baselines = [(label, r["baseline"]) for label, r in arms(results) if "baseline" in r]
+    if baselines:
+        lines += ["", "| regression test set | baseline before fine-tuning: median / mean (mm) | mean face median (mm) |",
+                  "|---|---|---|"]
+        for label, base in baselines:
+            mean_face = (results.get("shifted", {}) if label.startswith("shifted") else results).get("mean_face", {})
+            lines.append(f"| {label} | {base['median_mm']:.3f} / {base['mean_mm']:.3f} "
+                         f"| {mean_face.get('median_mm', float('nan')):.3f} |")
+    for label, r in arms(results):
+        if label.endswith("regression") and len(r.get("seeds", {})) > 1:
+            lines += ["", f"| {label} seed | median without (mm) | median with (mm) | change |", "|---|---|---|---|"]
+            for seed, s in r["seeds"].items():
+                lines.append(f"| {seed} | {s['median_mm_without']:.3f} | {s['median_mm_with']:.3f} | {_percent(s['reduction'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -61,9 +80,14 @@ def plot_cumulative(errors: dict[str, dict[str, torch.Tensor]], path: str | Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(errors), figsize=(5 * len(errors), 3.8), squeeze=False)
-    styles = {"without": ("tab:blue", "-"), "with": ("tab:red", "-"), "mean face": ("grey", ":")}
-    for axis, (mode, conditions) in zip(axes[0], errors.items()):
+    columns = min(2, len(errors))  # benchmark | shifted set, one row per mode
+    rows = -(-len(errors) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
+    for axis in axes.flat[len(errors):]:
+        axis.set_visible(False)
+    styles = {"without": ("tab:blue", "-"), "with": ("tab:red", "-"), "mean face": ("grey", ":"),
+              "baseline": ("tab:green", "--")}
+    for axis, (mode, conditions) in zip(axes.flat, errors.items()):
         # per panel: up to where the *best* curve of the panel is nearly complete
         limit = max_mm or 1.5 * min(float(v.quantile(0.98)) for v in conditions.values())
         for label, values in conditions.items():
@@ -71,7 +95,8 @@ def plot_cumulative(errors: dict[str, dict[str, torch.Tensor]], path: str | Path
             colour, line = styles.get(label, (None, "--"))
             median = float(values.median())
             axis.plot(thresholds, 100 * fraction, color=colour, linestyle=line,
-                      label=f"{label} PSL (median {median:.2f} mm)" if label != "mean face" else f"{label} ({median:.2f} mm)")
+                      label=f"{label} PSL (median {median:.2f} mm)" if label in ("with", "without")
+                      else f"{label} ({median:.2f} mm)")
         axis.set_title(mode)
         axis.set_xlabel("scan-to-mesh error (mm)")
         axis.set_ylabel("% of scan points")
