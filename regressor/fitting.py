@@ -5,7 +5,8 @@ images, the same steps and the same other terms, with the ``perceptual_shape`` w
 
 Fitting runs in coarse-to-fine **stages** (``FitStage``). Each stage names the parameter groups
 it optimises and multiplies the stack's configured weights (a term missing from a stage's
-``weights`` is off in that stage, and is not evaluated). The default schedule is
+``weights`` is off in that stage, and is not evaluated). The default schedule (``default_stages``:
+``configs/fitting/default.yaml``, the one place its numbers are written; ``regressor.fitting_config``) is
 
 1. ``rigid``: global pose and camera from the landmarks (camera initialised in closed form);
 2. ``shape``: + shape, expression, jaw, neck;
@@ -25,7 +26,8 @@ therefore equals fitting each image alone, up to floating-point noise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
 import torch
@@ -77,24 +79,29 @@ class FitStage:
 RIGID_GROUPS = ("global_pose", "camera")
 
 
-def default_stages(steps: int = 200, perceptual_weight: float = 1.0, freeze_rigid_in_perceptual: bool = True
-                   ) -> list[FitStage]:
-    """The documented default schedule, ``steps`` in total (10% / 35% / 25% / 30%).
+def default_stages(steps: Optional[int] = None, perceptual_weight: float = 1.0,
+                   freeze_rigid_in_perceptual: bool = True) -> list[FitStage]:
+    """The default schedule: the stages of ``configs/fitting/default.yaml`` (the one place it is
+    written, ``regressor.fitting_config``), rescaled to ``steps`` in total when given.
 
+    ``perceptual_weight``: the ``perceptual_shape`` multiplier of the stages that use it.
     ``freeze_rigid_in_perceptual``: the perceptual stage leaves global pose and camera where the
-    landmark stages put them (the default, issue 17).
+    landmark stages put them (the default, issue 17); ``False`` adds them to its ``optimize``.
     """
-    rigid, shape, appearance = int(0.1 * steps), int(0.35 * steps), int(0.25 * steps)
-    everything = ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera", "albedo", "light"]
-    perceptual = [g for g in everything if not (freeze_rigid_in_perceptual and g in RIGID_GROUPS)]
-    return [
-        FitStage("rigid", rigid, ["global_pose", "camera"], {"landmarks": 1.0}, lr_scale=2.0),
-        FitStage("shape", shape, ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera"],
-                 {"landmarks": 1.0, "regularizers": 1.0}),
-        FitStage("appearance", appearance, everything, {"landmarks": 1.0, "regularizers": 1.0, "photometric": 1.0}),
-        FitStage("perceptual", steps - rigid - shape - appearance, perceptual,
-                 {"landmarks": 1.0, "regularizers": 1.0, "photometric": 1.0, "perceptual_shape": perceptual_weight}),
-    ]
+    from regressor.fitting_config import DEFAULT_FITTING_CONFIG, load_fitting_config
+
+    stages = load_fitting_config(DEFAULT_FITTING_CONFIG).stages
+    if steps is not None:
+        total, done = sum(s.steps for s in stages), 0
+        for index, stage in enumerate(stages):
+            stage.steps = steps - done if index == len(stages) - 1 else round(steps * stage.steps / total)
+            done += stage.steps
+    for stage in stages:
+        if "perceptual_shape" in stage.weights:
+            stage.weights["perceptual_shape"] = perceptual_weight
+            if not freeze_rigid_in_perceptual:
+                stage.optimize += [g for g in RIGID_GROUPS if g not in stage.optimize]
+    return stages
 
 
 @dataclass
@@ -281,6 +288,7 @@ def _check_inputs(images: Tensor, landmarks: Tensor, valid: Optional[Tensor]) ->
     return landmarks, valid
 
 
-def stages_from_config(config: list[dict[str, Any]]) -> list[FitStage]:
-    """``FitStage`` list from yaml dicts (``{name, steps, optimize, weights, lr_scale}``)."""
-    return [FitStage(**dict(stage)) for stage in config]
+def stages_from_config(config: Sequence[dict[str, Any] | FitStage]) -> list[FitStage]:
+    """``FitStage`` list (fresh copies) from yaml dicts (``{name, steps, optimize, weights, lr_scale}``) or stages."""
+    return [FitStage(**(asdict(stage) if isinstance(stage, FitStage) else copy.deepcopy(dict(stage))))
+            for stage in config]

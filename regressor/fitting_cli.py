@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
-
 from regressor.fitting import FitResult, fit_images, stages_from_config
+from regressor.fitting_config import load_config  # noqa: F401  (re-exported: benchmarks, critic fits, showcase)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="folder of images (or a face folder with images/ and landmarks/)")
     parser.add_argument("--landmarks", default=None, help="folder of 68-point landmark files (.pts/.npy/.txt), same stems")
-    parser.add_argument("--config", default="configs/fitting/default.yaml", help="fitting yaml (losses, stages)")
+    parser.add_argument("--config", default="configs/fitting/default.yaml", help="fitting yaml (losses, stages; regressor.fitting_config)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--init-checkpoint", default=None, help="regressor .ckpt: start from its prediction (refinement mode)")
     parser.add_argument("--batch-size", type=int, default=None, help="images fitted at once (default from the config)")
@@ -42,17 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     return parser
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"fitting config {path} does not exist (see configs/fitting/)")
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    for key in ("losses", "stages"):
-        if key not in config:
-            raise KeyError(f"fitting config {path} has no '{key}' section")
-    return config
 
 
 def build_components(config: dict[str, Any], device: str | torch.device = "cpu"):

@@ -37,7 +37,9 @@ def fitting_configs() -> list[Path]:
 
 def shrink_fitting_config(path: Path, out_dir: Path, critic: Path) -> Path:
     """Tiny copy of a fitting config: small images, one step per stage."""
-    config = _shrink(yaml.safe_load(path.read_text()), "", out_dir, critic)
+    from regressor.fitting_config import load_config
+
+    config = _shrink(load_config(path), "", out_dir, critic)  # effective config: `base` resolved
     for stage in config.get("stages", []):
         stage["steps"] = 1
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
 """Fitting internals of issue 16/17: invisible landmarks, resolution, the frozen-pose perceptual stage."""
 import pytest
 import torch
-import yaml
 
 from regressor.critic.network import ShapeCritic
 from regressor.face_model import FaceModel
 from regressor.fitting import FitStage, default_stages, fit_images
+from regressor.fitting_config import load_config
 from regressor.losses import LossStack
 from regressor.losses.perceptual import PerceptualShapeLoss
 from regressor.render import Renderer
@@ -93,7 +93,7 @@ def test_the_perceptual_stage_leaves_global_pose_and_camera_where_the_landmarks_
 
 @pytest.mark.parametrize("config", ["default", "default_224"])
 def test_shipped_fitting_configs_freeze_pose_and_camera_in_the_perceptual_stage(config):
-    content = yaml.safe_load(open(f"configs/fitting/{config}.yaml"))
+    content = load_config(f"configs/fitting/{config}.yaml")  # effective: `base` resolved
     perceptual = [s for s in content["stages"] if s["weights"].get("perceptual_shape")]
     assert perceptual and all(not {"global_pose", "camera"} & set(s["optimize"]) for s in perceptual)
     assert content["image_size"] == (128 if config == "default" else 224)
