@@ -27,7 +27,7 @@ from torch import Tensor
 
 from regressor.critic import geometry_negatives
 from regressor.critic.target import aligned_face_error_mm, face_region
-from regressor.evaluation.now import L_EYE_OUT, NOSE_BOTTOM, R_EYE_IN, L_EYE_IN, R_EYE_OUT
+from regressor.evaluation.now import face_frame  # noqa: F401 - re-exported: the crops are boxes in this frame
 
 
 @dataclass
@@ -48,23 +48,6 @@ class CropSpec:
     ears_u: float = 1.0
     neck_v: float = -1.6
     back_w: float = -1.2
-
-
-def face_frame(vertices: Tensor, now_landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(u, v, w) per vertex (V,) in the frame of the 7 NoW landmarks (as ``now.assign_regions``)."""
-    nose = now_landmarks[NOSE_BOTTOM]
-    eye_centre = 0.25 * (now_landmarks[R_EYE_OUT] + now_landmarks[R_EYE_IN] + now_landmarks[L_EYE_IN]
-                         + now_landmarks[L_EYE_OUT])
-    x_axis = now_landmarks[L_EYE_OUT] - now_landmarks[R_EYE_OUT]
-    width = x_axis.norm()
-    x_axis = x_axis / width
-    y_axis = eye_centre - nose
-    y_axis = y_axis - (y_axis @ x_axis) * x_axis
-    height = y_axis.norm()
-    y_axis = y_axis / height
-    z_axis = torch.linalg.cross(x_axis, y_axis)
-    offset = vertices - nose
-    return (offset @ x_axis) / width, (offset @ y_axis) / height, (offset @ z_axis) / width
 
 
 def keep_vertices(vertices: Tensor, faces: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:

@@ -90,15 +90,15 @@ def crop_scan(scan: Tensor, scan_now_landmarks: Tensor) -> Tensor:
     return (scan - centre).norm(dim=-1) <= radius
 
 
-def assign_regions(points: Tensor, now_landmarks: Tensor) -> Tensor:
-    """Region label per point (N,) from a face frame spanned by the 7 landmarks.
+def face_frame(points: Tensor, now_landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(u, v, w) per point (N,) in the frame of the 7 NoW landmarks.
 
-    u runs from the subject's right to left eye (units: outer-eye distance), v runs up from the
-    nose bottom (units: nose-bottom-to-eye-line distance).
+    u runs from the subject's right to left eye (units: outer-eye distance), v up from the nose
+    bottom (units: nose-bottom-to-eye-line distance), w towards the camera (outer-eye distances).
+    The one frame used by the region labels below and by the critic's face crops.
     """
-    eyes_right = 0.5 * (now_landmarks[R_EYE_OUT] + now_landmarks[R_EYE_IN])
-    eyes_left = 0.5 * (now_landmarks[L_EYE_OUT] + now_landmarks[L_EYE_IN])
-    eye_centre = 0.5 * (eyes_right + eyes_left)
+    eye_centre = 0.25 * (now_landmarks[R_EYE_OUT] + now_landmarks[R_EYE_IN] + now_landmarks[L_EYE_IN]
+                         + now_landmarks[L_EYE_OUT])
     nose = now_landmarks[NOSE_BOTTOM]
     x_axis = now_landmarks[L_EYE_OUT] - now_landmarks[R_EYE_OUT]
     eye_width = x_axis.norm()
@@ -107,9 +107,19 @@ def assign_regions(points: Tensor, now_landmarks: Tensor) -> Tensor:
     y_axis = y_axis - (y_axis @ x_axis) * x_axis
     height = y_axis.norm()
     y_axis = y_axis / height
+    z_axis = torch.linalg.cross(x_axis, y_axis)
     offset = points - nose
-    u = (offset @ x_axis) / eye_width
-    v = (offset @ y_axis) / height
+    return (offset @ x_axis) / eye_width, (offset @ y_axis) / height, (offset @ z_axis) / eye_width
+
+
+def assign_regions(points: Tensor, now_landmarks: Tensor) -> Tensor:
+    """Region label per point (N,) from a face frame spanned by the 7 landmarks.
+
+    u runs from the subject's right to left eye (units: outer-eye distance), v runs up from the
+    nose bottom (units: nose-bottom-to-eye-line distance).
+    """
+    u, v, _ = face_frame(points, now_landmarks)
+    eye_width = (now_landmarks[L_EYE_OUT] - now_landmarks[R_EYE_OUT]).norm()
     mouth_half_width = 0.5 * (now_landmarks[L_MOUTH] - now_landmarks[R_MOUTH]).norm() / eye_width
     labels = torch.full(points.shape[:1], -1, dtype=torch.long, device=points.device)
     cheeks = (u.abs() >= 0.18) & (v > -0.9) & (v < 1.0)
