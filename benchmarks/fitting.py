@@ -53,9 +53,15 @@ def noisy_landmarks(faces: FaceSet, sigma_px: float = LANDMARK_NOISE_PX, seed: i
 
 
 def with_overrides(config: dict[str, Any], priors: Optional[dict[str, float]] = None,
-                   stages: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
-    """A copy of a fitting config with regulariser prior weights and/or the stage list replaced."""
+                   stages: Optional[list[dict[str, Any]]] = None,
+                   photometric: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """A copy of a fitting config with regulariser prior weights, the stage list and/or the
+    photometric term's settings (e.g. ``{"trim": 0.3}``) replaced."""
     config = copy.deepcopy(config)
+    if photometric:
+        for loss in config["losses"]:
+            if loss["name"] == "photometric":
+                loss.update(photometric)
     if priors:
         for loss in config["losses"]:
             if loss["name"] == "regularizers":
@@ -160,6 +166,22 @@ SWEEP_PHOTOMETRIC = {  # phase 4: the photometric weight, the one lever phase 3 
 }
 
 
+SWEEP_ROBUST = {  # phase 5: a trimmed (robust) photometric term, at priors 1e-4 / 1e-4; 24 val faces
+    "untrimmed, photometric x0.3, 20/130/50 (phase 4's choice)": (0.0, schedule(20, 130, 50, photometric=0.3)),
+    "trim 0.2, photometric x0.3, 20/130/50": (0.2, schedule(20, 130, 50, photometric=0.3)),
+    "trim 0.3, photometric x0.3, 20/130/50": (0.3, schedule(20, 130, 50, photometric=0.3)),
+    "trim 0.4, photometric x0.3, 20/130/50": (0.4, schedule(20, 130, 50, photometric=0.3)),
+    "trim 0.3, photometric x0.3, 20/130/100": (0.3, schedule(20, 130, 100, photometric=0.3)),
+    "trim 0.3, photometric x0.5, 20/130/100": (0.3, schedule(20, 130, 100, photometric=0.5)),
+    "trim 0.3, photometric x1, 20/130/100": (0.3, schedule(20, 130, 100, photometric=1.0)),
+    "trim 0.3, photometric x0.5, 20/100/100": (0.3, schedule(20, 100, 100, photometric=0.5)),
+    "trim 0.3, photometric x0.5, 20/130/150": (0.3, schedule(20, 130, 150, photometric=0.5)),
+    "trim 0.3, photometric x0.7, 20/130/150": (0.3, schedule(20, 130, 150, photometric=0.7)),
+    "trim 0.3, photometric x0.5, 20/130/200": (0.3, schedule(20, 130, 200, photometric=0.5)),
+    "trim 0.2, photometric x0.5, 20/130/150": (0.2, schedule(20, 130, 150, photometric=0.5)),
+}
+
+
 def _load_set(face_model, split: str, count: int, size: int) -> FaceSet:
     """The split's first ``count`` faces, cached under outputs/fitting_cache (delete it to regenerate)."""
     path = REPO_ROOT / "outputs" / "fitting_cache" / f"{split}_{count}_{size}px.pt"
@@ -185,6 +207,15 @@ def calibrate(args, face_model) -> dict[str, Any]:
     print(f"mean face: median {mean['median_mm']:.3f} mm", flush=True)
     out: dict[str, Any] = {"split": "val", "faces": len(faces), "image_size": args.size, "sigma_px": args.sigma,
                            "mean_face": mean, "priors": [], "schedules": []}
+    if args.phase == 5:
+        out["robust"] = []
+        for name, (trim, stages) in SWEEP_ROBUST.items():
+            result = _run(faces, face_model, with_overrides(base, {"shape": 1e-4, "expression": 1e-4}, stages,
+                                                            {"trim": trim}), args)
+            out["robust"].append({"variant": name, "trim": trim, **result})
+            print(f"{name}: median {result['median_mm']:.3f} mm ({result['median_mm'] / mean['median_mm']:.3f}x mean "
+                  f"face), {result['seconds_per_image']:.1f} s/img", flush=True)
+        return out
     if args.phase in (3, 4):
         out["refine"] = []
         for name, (priors, stages) in (SWEEP_REFINE if args.phase == 3 else SWEEP_PHOTOMETRIC).items():
@@ -236,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--refine-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--phase", type=int, default=1, choices=(1, 3, 4),
+    parser.add_argument("--phase", type=int, default=1, choices=(1, 3, 4, 5),
                         help="calibrate: 1 = priors grid then schedules (phases 1-2), 3 = refinement around the "
-                             "best, 4 = photometric weight")
+                             "best, 4 = photometric weight, 5 = trimmed photometric term (run with --count 24)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     args.count = args.count or (12 if args.mode == "calibrate" else 32)

@@ -142,6 +142,25 @@ def test_photometric_honours_the_batch_mask():
     assert build_loss("photometric", use_batch_mask=False)(inputs).item() > 0.4
 
 
+def test_photometric_trim_leaves_out_each_images_worst_pixels():
+    inputs = make_inputs()
+    render = inputs.batch.image + 0.1
+    render[:, :, 4:6, 4:12] += 2.0  # a specular-like outlier band: 16 of the 64 face pixels per image
+    inputs = with_renders(inputs, albedo_shaded=render.clone().requires_grad_(True))
+    untrimmed = build_loss("photometric")(inputs)
+    trimmed = build_loss("photometric", trim=0.3)(inputs)
+    assert untrimmed.item() == pytest.approx(0.1 + 2.0 * 16 / 64)
+    assert trimmed.item() == pytest.approx(0.1, abs=1e-5)  # the band is gone, the rest counts
+    trimmed.backward()
+    assert inputs.renders.albedo_shaded.grad[:, :, 4:6, 4:12].abs().sum() == 0
+    assert inputs.renders.albedo_shaded.grad[:, :, 6:12, 4:12].abs().sum() > 0
+
+
+def test_photometric_rejects_a_trim_outside_0_1():
+    with pytest.raises(ValueError, match="trim"):
+        build_loss("photometric", trim=1.0)
+
+
 def test_photometric_gradient_reaches_the_render():
     inputs = make_inputs()
     render = inputs.renders.albedo_shaded.clone().requires_grad_(True)
