@@ -145,3 +145,32 @@ def test_ground_truth_of_another_topology_skips_vertex_metrics_with_a_warning():
     with pytest.warns(RuntimeWarning, match="need the same topology"):
         metrics = module.evaluation_metrics(FaceBatch.from_dict(batch), predicted)
     assert "vertex_error_mm" not in metrics and "landmark_error_px" in metrics
+
+
+def test_geometry_warmup_holds_shape_expression_and_jaw_at_the_mean_face_then_releases_them(tmp_path):
+    """The first ``geometry_warmup_steps`` train pose/camera/appearance only; then the geometry heads learn."""
+    torch.manual_seed(0)
+    module = RegressorModule(**tiny_module_kwargs(geometry_warmup_steps=2, lr=1e-2))
+    heads = module.pipeline.encoder.heads
+    geometry = ("shape", "expression", "jaw_pose")
+    start = {name: [p.detach().clone() for p in heads[name].parameters()] for name in (*geometry, "camera")}
+    _trainer(tmp_path, max_steps=2).fit(module, loader(random_batch(4)))
+    for name in geometry:  # in the warm-up: the output layer is untouched (zero), so the prediction is the mean face
+        assert torch.equal(heads[name][-1].weight, start[name][-2]) and torch.equal(heads[name][-1].bias, start[name][-1]), name
+    with torch.no_grad():
+        params = module.eval().reconstruct(random_batch(2)["image"]).params
+    assert params.shape.abs().max() == 0 and params.expression.abs().max() == 0 and params.jaw_pose.abs().max() == 0
+    assert not all(torch.equal(p, q) for p, q in zip(heads["camera"].parameters(), start["camera"]))
+    assert module.pipeline.encoder.muted_heads == frozenset()  # a finished fit predicts with every head
+
+    module = RegressorModule(**tiny_module_kwargs(geometry_warmup_steps=2, lr=1e-2))
+    heads = module.pipeline.encoder.heads
+    before = [p.detach().clone() for p in heads["shape"].parameters()]
+    _trainer(tmp_path, max_steps=4).fit(module, loader(random_batch(4)))
+    assert not all(torch.equal(p, q) for p, q in zip(heads["shape"].parameters(), before))
+
+
+def test_mute_heads_rejects_unknown_names():
+    module = RegressorModule(**tiny_module_kwargs())
+    with pytest.raises(ValueError, match="unknown heads"):
+        module.pipeline.encoder.mute_heads({"nose"})

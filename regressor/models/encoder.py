@@ -115,6 +115,8 @@ class FaceEncoder(nn.Module):
             width = neck_channels * neck_grid * neck_grid
         self.translation_scale = translation_scale
         self.normalize = normalize
+        #: heads whose outputs are held at zero (the mean face) while still in the graph; see ``mute_heads``
+        self.muted_heads: frozenset[str] = frozenset()
         cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
         mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
         std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
@@ -187,7 +189,20 @@ class FaceEncoder(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             features = features.float()
             raw = {name: head(features) for name, head in self.heads.items()}
+            for name in self.muted_heads:
+                raw[name] = raw[name] * 0.0
         return self.to_params(raw)
+
+    def mute_heads(self, names: frozenset[str] | set[str]) -> None:
+        """Hold these heads' outputs at zero (``FaceParams.zeros``: the mean face, closed jaw).
+
+        Why multiply by zero instead of detaching: the heads stay in the autograd graph, so DDP
+        sees every parameter used and their gradients are exactly zero (no drift from noise).
+        """
+        unknown = set(names) - set(self.heads)
+        if unknown:
+            raise ValueError(f"mute_heads: unknown heads {sorted(unknown)}; known: {list(self.heads)}")
+        self.muted_heads = frozenset(names)
 
     def to_params(self, raw: dict[str, Tensor]) -> FaceParams:
         """Map raw head outputs to FaceParams; all-zero outputs give ``FaceParams.zeros``."""

@@ -71,6 +71,13 @@ class RegressorModule(pl.LightningModule):
             ``train/skipped_steps``, with a warning naming the term) or ``"stop"`` (re-raise).
         metric_critic: critic checkpoint for the ``critic_score`` metric when the loss stack has
             no ``perceptual_shape`` term.
+        geometry_warmup_steps: train the pose, camera, albedo and light heads alone for this many
+            steps, with the shape, expression and jaw heads held at the mean face. Why: at step 0
+            the landmark gradient is dominated by camera and pose, and geometry heads that learn
+            at the same time bend the shape to absorb pose residuals (the self-supervised mode
+            then ends worse than the mean face early in training; docs/results/regression_recipe.md).
+            When the warm-up ends, those heads' optimiser state is reset so that Adam starts them
+            afresh instead of with a large first step.
         init_checkpoint: start from the weights of a regressor checkpoint (a ``regressor fit``
             ``.ckpt`` or an exported file such as the shipped ``checkpoints/regressor.ckpt``);
             the backbone and encoder settings must match. ``--ckpt_path`` resumes a run instead.
@@ -89,6 +96,7 @@ class RegressorModule(pl.LightningModule):
         nan_policy: Literal["skip", "stop"] = "skip",
         metric_critic: Optional[str] = None,
         init_checkpoint: Optional[str] = None,
+        geometry_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         if nan_policy not in ("skip", "stop"):
@@ -155,6 +163,27 @@ class RegressorModule(pl.LightningModule):
         return self.loss_stack(inputs)
 
     # ----------------------------------------------------------------------------- training
+    GEOMETRY_HEADS = frozenset({"shape", "expression", "jaw_pose"})
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        warmup = self.hparams.get("geometry_warmup_steps", 0)
+        if warmup <= 0:
+            return
+        encoder = self.pipeline.encoder
+        in_warmup = self.global_step < warmup
+        if in_warmup != bool(encoder.muted_heads):
+            encoder.mute_heads(self.GEOMETRY_HEADS if in_warmup else frozenset())
+            if not in_warmup:
+                self._reset_optimizer_state([p for name in self.GEOMETRY_HEADS for p in encoder.heads[name].parameters()])
+
+    def _reset_optimizer_state(self, parameters: list[Tensor]) -> None:
+        for optimizer in self.trainer.optimizers:
+            for parameter in parameters:
+                optimizer.state.pop(parameter, None)
+
+    def on_train_end(self) -> None:
+        self.pipeline.encoder.mute_heads(frozenset())
+
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
         face_batch = FaceBatch.from_dict(batch)
         # A skipped step must leave no trace: the forward pass alone updates BatchNorm
