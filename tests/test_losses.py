@@ -242,6 +242,16 @@ def test_jaw_prior_allows_opening_but_not_closing_past_rest_or_sideways():
     assert jaw_penalty(0.2, z=0.4) > 0.0
 
 
+def test_neck_and_eye_priors_are_off_by_default_and_hold_rotations_at_zero_when_on():
+    inputs = make_inputs()
+    inputs.params.neck_pose = torch.full_like(inputs.params.neck_pose, 0.1)
+    inputs.params.eye_pose = torch.full_like(inputs.params.eye_pose, 0.2)
+    quiet = dict(shape=0, expression=0, albedo=0, jaw=0)
+    assert build_loss("regularizers", **quiet)(inputs).item() == 0.0
+    assert build_loss("regularizers", **quiet, neck=1.0)(inputs).item() == pytest.approx(3 * 0.01)
+    assert build_loss("regularizers", **quiet, neck=1.0, eyes=2.0)(inputs).item() == pytest.approx(0.03 + 2 * 6 * 0.04)
+
+
 # --- vertices -----------------------------------------------------------------------------
 
 def test_vertex_term_is_zero_for_ground_truth_and_in_metres():

@@ -42,9 +42,11 @@ def _held_out_error(module: RegressorModule, batch: FaceBatch) -> tuple[float, f
     return float(predicted.mean()), float(baseline.mean())
 
 
-def _tiny_run(losses: list[dict], lr: float, steps: int) -> tuple[float, float]:
-    """Train a tiny regressor on 32 synthetic faces; (its held-out aligned error, the mean face's), mm."""
-    torch.manual_seed(0)
+def _tiny_run(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0,
+              seed: int = 0) -> tuple[float, float]:
+    """Train a tiny regressor on 32 synthetic faces; (its held-out aligned error, the mean face's), mm.
+    The warm-up does what ``RegressorModule.on_train_batch_start`` does in a Lightning run."""
+    torch.manual_seed(seed)
     module = RegressorModule.from_flat(backbone="mobilenetv3_small_050", n_shape=20, n_expression=10, n_albedo=5, image_size=32,
                              losses=losses, lr=lr)
     config, face_model = SyntheticConfig.model_only(), module.pipeline.face_model
@@ -52,7 +54,12 @@ def _tiny_run(losses: list[dict], lr: float, steps: int) -> tuple[float, float]:
     val = SyntheticFaceDataset(8, image_size=32, split="val", config=config, face_model=face_model)
     optimizer = torch.optim.AdamW(module.pipeline.parameters(), lr=lr)
     module.train()
-    for _, batch in zip(range(steps), _cycle(DataLoader(train, batch_size=8, shuffle=True))):
+    geometry = RegressorModule.GEOMETRY_HEADS
+    for step, batch in zip(range(steps), _cycle(DataLoader(train, batch_size=8, shuffle=True))):
+        module.pipeline.encoder.mute_heads(geometry if step < geometry_warmup_steps else frozenset())
+        if step == geometry_warmup_steps > 0:
+            for parameter in (p for name in geometry for p in module.pipeline.encoder.heads[name].parameters()):
+                optimizer.state.pop(parameter, None)
         face_batch = FaceBatch.from_dict(batch)
         result = module.reconstruct(face_batch.image)
         loss = module._losses(face_batch, result)["total"]
@@ -72,13 +79,16 @@ def test_a_tiny_hybrid_run_ends_better_than_the_mean_face():
 
 
 @pytest.mark.slow
-def test_a_tiny_self_supervised_run_does_not_drift_far_from_the_mean_face():
-    """Photos-only terms at a high learning rate: with the priors 1e4x too weak (the old quickstart)
-    this run ends at 52 mm against 3.6 mm for the mean face; at the documented scale it stays within
-    about 10% (measured 3.96 mm; docs/results/regression_recipe.md)."""
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tiny_self_supervised_run_ends_better_than_the_mean_face(seed):
+    """The self-supervised recipe (configs/regressor/self_supervised.yaml: photos-only terms, priors at
+    their documented scale, neck and eyes held at zero, a geometry warm-up), tiny, at a high learning
+    rate. Without the neck/eye priors and the warm-up, seed 1 ends at 5.85 mm against 3.41 mm for the
+    mean face; with the priors 1e4x too weak (the old quickstart), at 52 mm (docs/results/regression_recipe.md)."""
     predicted, mean_face = _tiny_run([{"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},
-                                      {"name": "regularizers", "weight": 1.0}], lr=5e-3, steps=40)
-    assert predicted <= 1.2 * mean_face, f"the regressor ({predicted:.2f} mm) drifted from the mean face ({mean_face:.2f} mm)"
+                                      {"name": "regularizers", "weight": 1.0, "neck": 1.0, "eyes": 1.0}],
+                                     lr=5e-3, steps=40, geometry_warmup_steps=20, seed=seed)
+    assert predicted < mean_face, f"the regressor ({predicted:.2f} mm) is worse than the mean face ({mean_face:.2f} mm)"
 
 
 def _cycle(loader):

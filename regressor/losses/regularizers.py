@@ -40,6 +40,12 @@ class RegularizerLoss(LossTerm):
 
     Args:
         shape, expression, albedo, jaw: weight of each prior (0 disables it).
+        neck, eyes: weight of an L2 prior (radians squared) holding the neck and eye rotations at
+            zero. Off by default. Why: from photos alone these are barely observable (a neck
+            rotation moves the landmarks as a head rotation does; the 68 points hold no gaze), so
+            a self-supervised regressor lets them drift, and through the skinning of the lower
+            face and the eyeballs that drift shows up as face-shape error
+            (``configs/regressor/self_supervised.yaml`` turns them on).
         max_jaw_opening: radians of mouth opening allowed before the jaw prior grows.
         jaw_sideways_tolerance: radians of jaw yaw/roll allowed for free.
     """
@@ -54,9 +60,12 @@ class RegularizerLoss(LossTerm):
         jaw: float = 1.0,
         max_jaw_opening: float = 0.6,
         jaw_sideways_tolerance: float = 0.05,
+        neck: float = 0.0,
+        eyes: float = 0.0,
     ) -> None:
         super().__init__()
-        self.prior_weights = {"shape": shape, "expression": expression, "albedo": albedo, "jaw": jaw}
+        self.prior_weights = {"shape": shape, "expression": expression, "albedo": albedo, "jaw": jaw,
+                              "neck": neck, "eyes": eyes}
         self.max_jaw_opening = max_jaw_opening
         self.jaw_sideways_tolerance = jaw_sideways_tolerance
 
@@ -68,6 +77,8 @@ class RegularizerLoss(LossTerm):
             "expression": params.expression.square().sum(dim=-1).mean(),
             "albedo": params.albedo.square().sum(dim=-1).mean(),
             "jaw": jaw_prior(params.jaw_pose, self.max_jaw_opening, self.jaw_sideways_tolerance).mean(),
+            "neck": params.neck_pose.square().sum(dim=-1).mean(),
+            "eyes": params.eye_pose.square().sum(dim=-1).mean(),
         }
 
     def forward(self, inputs: LossInputs) -> Tensor:
