@@ -45,6 +45,16 @@ def test_critic_config_trains_and_its_lightning_checkpoint_loads_as_a_critic(tmp
     image, shaded = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32)
     torch.testing.assert_close(exported(image, shaded), critic(image, shaded))
 
+    # --ckpt_path resumes a critic run (its checkpoint records the derived critic_config, which is no
+    # __init__ argument; the CLI must not feed it back: that failed to parse). The run had ended, so the
+    # resumed one restores step 2 and stops (the one-cycle schedule's length is part of its state).
+    resumed = tmp_path / "resumed"
+    regressor_main(["fit", "--config", config, *TINY_OVERRIDES,
+                    "--trainer.logger.init_args.save_dir", str(resumed / "logs"),
+                    "--trainer.default_root_dir", str(resumed), "--trainer.accelerator", "cpu",
+                    "--trainer.devices", "1", "--trainer.strategy", "auto", "--ckpt_path", str(checkpoints[0])])
+    assert list((resumed / "logs").rglob("events.out.tfevents*"))  # the resumed run started and logged
+
 
 def test_ranking_metrics_report_perfect_ordering():
     error = torch.tensor([[0.0, 1.0, 3.0, 5.0], [0.0, 2.5, 0.5, 4.0]])

@@ -37,7 +37,10 @@ class OperatingPointConfig:
     Attributes:
         faces_per_step: faces of each training batch that get operating-point candidates.
         fit_cache: directory of the cached no-critic fits (written once, then read).
-        fit_steps_scale: multiplies the steps of ``configs/fitting/no_critic.yaml`` for those fits.
+        fit_steps_scale: multiplies the steps of the fitting config (``fit_config``) for those fits.
+        fit_config: the no-critic fitting config the fits use (None = ``configs/fitting/no_critic.yaml``);
+            a run pins it so that a later recalibration of the fitter does not change its candidates
+            (or invalidate its fit cache) mid-training.
         landmark_noise_px: std of the noise on the landmarks the fits use.
         line_points: positions on the line final fit (0) -> placed truth (1) added as candidates.
         pose_jitter: std (rad) of a random rotation of every candidate about its centroid.
@@ -50,6 +53,7 @@ class OperatingPointConfig:
     faces_per_step: int = 0
     fit_cache: str = "outputs/critic_fit_cache"
     fit_steps_scale: float = 0.5
+    fit_config: str | None = None
     landmark_noise_px: float = 1.5
     line_points: tuple[float, ...] = field(default=(0.5, 1.4))
     pose_jitter: float = 0.03

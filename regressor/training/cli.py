@@ -191,14 +191,16 @@ class RegressorCLI(LightningCLI):
         parser.add_lightning_class_args(MeshPredictionWriter, "prediction_writer")
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI's, minus the link targets (``face_model``, ``image_size``): they stay the config's."""
+        """LightningCLI's, minus the link targets (``face_model``, ``image_size``): they stay the config's,
+        and minus derived records (``critic_config``: what exported critic files read), which are no
+        ``__init__`` argument and would make a critic's ``--ckpt_path`` resume fail to parse."""
         if not self.config.get("subcommand"):
             return
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
         hparams = typed_hyperparameters(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
-        for key in ("_instantiator", "face_model", "image_size"):
+        for key in ("_instantiator", "face_model", "image_size", "critic_config"):
             hparams.pop(key, None)
         if not hparams:
             return

@@ -332,7 +332,7 @@ class CriticModule(pl.LightningModule):
             plain = {k: (v.clone() if isinstance(v, Tensor) else {kk: vv.clone() for kk, vv in v.items()})
                      for k, v in batch.items()}
             figures = validation_figures(self.critic, face_model, renderer, plain, hp.val_operating_point_faces,
-                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale)
+                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale, cfg.fit_config)
         self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
