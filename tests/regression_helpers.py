@@ -31,8 +31,14 @@ def lightning_configs() -> list[Path]:
 
 
 def fitting_configs() -> list[Path]:
-    """Every yaml under configs/fitting/ (``regressor optimize`` configs, not LightningCLI ones)."""
-    return sorted((CONFIG_ROOT / "fitting").rglob("*.yaml"))
+    """Every yaml under configs/fitting/, and any other with fitting ``stages`` (``regressor optimize``
+    configs, not LightningCLI ones; e.g. the critic retraining's pinned configs/critic/operating_point_fits.yaml)."""
+    found = set((CONFIG_ROOT / "fitting").rglob("*.yaml"))
+    for path in CONFIG_ROOT.rglob("*.yaml"):
+        content = yaml.safe_load(path.read_text()) or {}
+        if isinstance(content, dict) and "stages" in content and "trainer" not in content:
+            found.add(path)
+    return sorted(found)
 
 
 def shrink_fitting_config(path: Path, out_dir: Path, critic: Path) -> Path:

@@ -14,7 +14,7 @@ from regressor.fitting_config import CONFIG_DIR, FittingConfig, load_fitting_con
 
 LOSSES = [
     {"name": "landmarks", "weight": 1.0},
-    {"name": "photometric", "weight": 1.0},
+    {"name": "photometric", "weight": 1.0, "trim": 0.3},
     {"name": "regularizers", "weight": 1.0, "shape": 0.0001, "expression": 0.0001},
 ]
 CRITIC = {"name": "perceptual_shape", "weight": 0.02, "checkpoint": "checkpoints/critic.pt"}
@@ -22,10 +22,10 @@ CALIBRATED = [
     {"name": "rigid", "steps": 20, "optimize": ["global_pose", "camera"], "weights": {"landmarks": 1.0}, "lr_scale": 2.0},
     {"name": "shape", "steps": 130, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera"],
      "weights": {"landmarks": 1.0, "regularizers": 1.0}},
-    {"name": "appearance", "steps": 50,
+    {"name": "appearance", "steps": 150,
      "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera", "albedo", "light"],
-     "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3}},
-]
+     "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.5}},
+]  # session 4's recalibration (docs/results/fitting_calibration.md, phase 5); before: appearance 50 steps at 0.3, untrimmed
 PERCEPTUAL = {"name": "perceptual", "steps": 60, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "albedo", "light"],
               "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
 #: the effective values of each shipped config, captured before the configs were rewritten
