@@ -45,21 +45,17 @@ def _held_out_error(module: RegressorModule, batch: FaceBatch) -> tuple[float, f
 def _tiny_run(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0,
               seed: int = 0) -> tuple[float, float]:
     """Train a tiny regressor on 32 synthetic faces; (its held-out aligned error, the mean face's), mm.
-    The warm-up does what ``RegressorModule.on_train_batch_start`` does in a Lightning run."""
+    The warm-up is the module's own (``apply_geometry_warmup``, which Lightning calls per batch)."""
     torch.manual_seed(seed)
     module = RegressorModule.from_flat(backbone="mobilenetv3_small_050", n_shape=20, n_expression=10, n_albedo=5, image_size=32,
-                             losses=losses, lr=lr)
+                             losses=losses, lr=lr, geometry_warmup_steps=geometry_warmup_steps)
     config, face_model = SyntheticConfig.model_only(), module.pipeline.face_model
     train = SyntheticFaceDataset(32, image_size=32, split="train", config=config, face_model=face_model)
     val = SyntheticFaceDataset(8, image_size=32, split="val", config=config, face_model=face_model)
     optimizer = torch.optim.AdamW(module.pipeline.parameters(), lr=lr)
     module.train()
-    geometry = RegressorModule.GEOMETRY_HEADS
     for step, batch in zip(range(steps), _cycle(DataLoader(train, batch_size=8, shuffle=True))):
-        module.pipeline.encoder.mute_heads(geometry if step < geometry_warmup_steps else frozenset())
-        if step == geometry_warmup_steps > 0:
-            for parameter in (p for name in geometry for p in module.pipeline.encoder.heads[name].parameters()):
-                optimizer.state.pop(parameter, None)
+        module.apply_geometry_warmup(step, [optimizer])
         face_batch = FaceBatch.from_dict(batch)
         result = module.reconstruct(face_batch.image)
         loss = module._losses(face_batch, result)["total"]

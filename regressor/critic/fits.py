@@ -102,8 +102,10 @@ def fit_operating_points(face_model, images: Tensor, landmarks: Tensor, landmark
 
 def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: Tensor, seeds: Tensor,
                 cache_dir: str | os.PathLike | None, sigma_px: float = LANDMARK_NOISE_PX, steps_scale: float = 0.5,
-                config_path: str | os.PathLike = NO_CRITIC_CONFIG, progress: bool = False) -> OperatingFits:
-    """``fit_operating_points`` on noisy landmarks, read from / written to ``cache_dir`` (None = no cache)."""
+                config_path: str | os.PathLike | None = None, progress: bool = False) -> OperatingFits:
+    """``fit_operating_points`` on noisy landmarks, read from / written to ``cache_dir`` (None = no cache);
+    ``config_path`` None = ``configs/fitting/no_critic.yaml``."""
+    config_path = NO_CRITIC_CONFIG if config_path is None else config_path
     noisy = noisy_landmarks(landmarks, sigma_px, seeds)
     path = None
     if cache_dir is not None:

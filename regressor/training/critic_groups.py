@@ -75,7 +75,7 @@ class OperatingPointGroup:
         landmarks, _, _ = truth_landmarks(face_model, params, vertices, images.shape[-1])
         valid = torch.ones(landmarks.shape[:2])
         self.fits = cached_fits(face_model, images, landmarks, valid, seeds, cfg.fit_cache, cfg.landmark_noise_px,
-                                cfg.fit_steps_scale, **fit_config_kwargs(cfg.fit_config))
+                                cfg.fit_steps_scale, config_path=cfg.fit_config)
         self.row_of_seed = {int(s): i for i, s in enumerate(seeds)}
         if cfg.regressor_checkpoint:
             from regressor.inference import Reconstructor
@@ -138,11 +138,6 @@ def outside_gradient_fraction(critic, image: Tensor, shaded: Tensor, mask: Tenso
     return (outside / magnitude.sum(1).clamp(min=1e-12)).mean()
 
 
-def fit_config_kwargs(fit_config: str | None) -> dict[str, str]:
-    """``cached_fits`` keyword for a pinned fitting config (none: its default, ``no_critic.yaml``)."""
-    return {} if fit_config is None else {"config_path": fit_config}
-
-
 def validation_figures(critic, face_model, renderer, batch: dict, op_faces: int, topology_faces: int,
                        fit_cache: str | None, fit_steps_scale: float = 0.5,
                        fit_config: str | None = None) -> dict[str, float]:
@@ -158,7 +153,7 @@ def validation_figures(critic, face_model, renderer, batch: dict, op_faces: int,
         n = min(op_faces, image.shape[0])
         valid = torch.ones(n, 68)
         fits = cached_fits(face_model, image[:n].cpu(), points[:n].cpu(), valid, seeds[:n].cpu(), fit_cache,
-                           steps_scale=fit_steps_scale, **fit_config_kwargs(fit_config))
+                           steps_scale=fit_steps_scale, config_path=fit_config)
         fitted = fits.final.to(image.device)
         out.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), image[:n],
                                            vertices[:n], params[:n], fitted, fits.landmarks.to(image.device),

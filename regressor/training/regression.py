@@ -166,20 +166,23 @@ class RegressorModule(pl.LightningModule):
     GEOMETRY_HEADS = frozenset({"shape", "expression", "jaw_pose"})
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.apply_geometry_warmup(self.global_step, self.trainer.optimizers)
+
+    def apply_geometry_warmup(self, step: int, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Mute the geometry heads before ``geometry_warmup_steps``; at release, unmute them and drop
+        their state from ``optimizers`` (Lightning calls this per batch; a hand-written loop may too)."""
         warmup = self.hparams.get("geometry_warmup_steps", 0)
         if warmup <= 0:
             return
         encoder = self.pipeline.encoder
-        in_warmup = self.global_step < warmup
+        in_warmup = step < warmup
         if in_warmup != bool(encoder.muted_heads):
             encoder.mute_heads(self.GEOMETRY_HEADS if in_warmup else frozenset())
             if not in_warmup:
-                self._reset_optimizer_state([p for name in self.GEOMETRY_HEADS for p in encoder.heads[name].parameters()])
-
-    def _reset_optimizer_state(self, parameters: list[Tensor]) -> None:
-        for optimizer in self.trainer.optimizers:
-            for parameter in parameters:
-                optimizer.state.pop(parameter, None)
+                for optimizer in optimizers:
+                    for name in self.GEOMETRY_HEADS:
+                        for parameter in encoder.heads[name].parameters():
+                            optimizer.state.pop(parameter, None)
 
     def on_train_end(self) -> None:
         self.pipeline.encoder.mute_heads(frozenset())
