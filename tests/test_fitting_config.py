@@ -27,7 +27,7 @@ CALIBRATED = [
      "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.5}},
 ]  # session 4's recalibration (docs/results/fitting_calibration.md, phase 5); before: appearance 50 steps at 0.3, untrimmed
 PERCEPTUAL = {"name": "perceptual", "steps": 60, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "albedo", "light"],
-              "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
+              "lr_scale": 0.1, "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
 #: the effective values of each shipped config, captured before the configs were rewritten
 BEFORE = {
     "no_critic": {"image_size": 128, "batch_size": 8, "face_model": {}, "renderer": {}, "losses": LOSSES,
