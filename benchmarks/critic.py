@@ -212,7 +212,7 @@ def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient
     start = time.time()
     critic = ShapeCritic.from_checkpoint(checkpoint)
     face_model = FaceModel.builtin()
-    renderer = Renderer(image_size=image_size)
+    renderer = critic.render_settings.renderer(image_size=image_size)
     faces = face_model.faces
     batch, seeds = load_faces(face_model, num_faces, image_size, seed_offset)
     negatives = NegativeGenerator(face_model)

@@ -53,15 +53,24 @@ class CriticRenderSettings:
         image_size: the render size used in training; renders of another size are resized to the
             critic's input size (``ShapeCritic.prepare``), so a mismatch is applied, not refused.
         background / background_value: the ``Renderer`` background of the grey render at loss time.
+        extra_light_directions: fixed lights whose grey renders join the main one as more input
+            channels (``Renderer(extra_light_directions=...)``; () = one channel, every critic before
+            session 5). The set must be closed under mirroring x (a flipped training pair permutes
+            the channels, ``mirror_order``). At loss time a one-channel render is completed from its
+            normals (``complete``), so a fitting or training renderer needs no change.
     """
 
     light_direction: tuple[float, float, float] = DEFAULT_LIGHT_DIRECTION
     image_size: int = 64
     background: str = "constant"
     background_value: float = 0.0
+    extra_light_directions: tuple[tuple[float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "light_direction", tuple(float(v) for v in self.light_direction))
+        extra = tuple(tuple(float(v) for v in light) for light in self.extra_light_directions)
+        object.__setattr__(self, "extra_light_directions", extra)
+        self.mirror_order()  # refuses a set that is not closed under mirroring
         object.__setattr__(self, "image_size", int(self.image_size))
         object.__setattr__(self, "background_value", float(self.background_value))
 
@@ -73,7 +82,37 @@ class CriticRenderSettings:
 
     def renderer_kwargs(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "light_direction": self.light_direction,
-                "background": self.background, "background_value": self.background_value}
+                "background": self.background, "background_value": self.background_value,
+                "extra_light_directions": self.extra_light_directions}
+
+    @property
+    def shaded_channels(self) -> int:
+        return 1 + len(self.extra_light_directions)
+
+    def mirror_order(self) -> list[int]:
+        """Channel order of a horizontally mirrored render: extra light k becomes the one with x negated."""
+        extra = self.extra_light_directions
+        order = [0]
+        for x, y, z in extra:
+            mirrored = (-x, y, z)
+            if mirrored not in extra:
+                raise ValueError(f"CriticRenderSettings: extra lights {extra} are not closed under mirroring x "
+                                 f"({(x, y, z)} has no partner {mirrored})")
+            order.append(1 + extra.index(mirrored))
+        return order
+
+    def complete(self, shaded: Tensor, normals: Tensor, mask: Tensor) -> Tensor:
+        """A one-channel render (B,1,H,W) with the extra lights' channels added from its normals and mask
+        (its own background behind them); renders that already have them are returned as they are."""
+        if shaded.shape[1] == self.shaded_channels:
+            return shaded
+        if shaded.shape[1] != 1:
+            raise ValueError(f"shaded render has {shaded.shape[1]} channels; the critic takes 1 or {self.shaded_channels}")
+        from regressor.render.shading import lambert
+
+        extra = [lambert(normals, torch.tensor(light, dtype=normals.dtype, device=normals.device)) * mask
+                 + shaded * (1 - mask) for light in self.extra_light_directions]
+        return torch.cat([shaded, *extra], dim=1)
 
     def check(self, renderer: Any) -> None:
         """Raise ``CriticRenderMismatchError`` when ``renderer`` shades differently from these settings."""
@@ -93,7 +132,8 @@ class ShapeCritic(nn.Module):
     """Image + grey shaded render -> scalar score (higher = better geometry).
 
     Args:
-        backbone: any timm model name, built with ``pretrained=False`` and ``in_chans=4``.
+        backbone: any timm model name, built with ``pretrained=False`` and ``in_chans`` = 3 image channels
+            + the render's (1, plus one per extra light of ``render``).
         image_size: working resolution; inputs of other sizes are resized (bilinear, antialiased).
         backbone_kwargs: extra ``timm.create_model`` kwargs, e.g. ``{"channels": [24, 48, 96, 192]}``
             for a narrow ResNet.
@@ -127,7 +167,8 @@ class ShapeCritic(nn.Module):
         self.error_unit_mm = float(error_unit_mm)
         self.render_settings = render if isinstance(render, CriticRenderSettings) else CriticRenderSettings(**(render or {}))
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.backbone_kwargs.items()}
-        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=4, num_classes=0, **kwargs)
+        in_chans = 3 + self.render_settings.shaded_channels
+        self.backbone = timm.create_model(backbone, pretrained=False, in_chans=in_chans, num_classes=0, **kwargs)
         self.head = nn.Linear(self.backbone.num_features, 1)
         nn.init.zeros_(self.head.bias)
         nn.init.normal_(self.head.weight, std=1e-3)
@@ -148,11 +189,13 @@ class ShapeCritic(nn.Module):
         }
 
     def prepare(self, image: Tensor, shaded: Tensor) -> Tensor:
-        """(B,3,H,W) image + (B,1,H',W') render in [0,1] -> (B,4,S,S) centred network input."""
+        """(B,3,H,W) image + (B,C,H',W') render in [0,1] -> (B,3+C,S,S) centred network input."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"ShapeCritic: image must be (B,3,H,W), got {tuple(image.shape)}")
-        if shaded.ndim != 4 or shaded.shape[1] != 1:
-            raise ValueError(f"ShapeCritic: shaded must be (B,1,H,W), got {tuple(shaded.shape)}")
+        channels = self.render_settings.shaded_channels
+        if shaded.ndim != 4 or shaded.shape[1] != channels:
+            raise ValueError(f"ShapeCritic: shaded must be (B,{channels},H,W) (1 + its extra lights), "
+                             f"got {tuple(shaded.shape)}")
         if image.shape[0] != shaded.shape[0]:
             raise ValueError(f"ShapeCritic: batch sizes differ: image {image.shape[0]}, shaded {shaded.shape[0]}")
         x = torch.cat([self._resize(image), self._resize(shaded)], dim=1)

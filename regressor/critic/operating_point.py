@@ -52,7 +52,7 @@ def eroded(mask: Tensor, pixels: int) -> Tensor:
 def interior_sensitivity(critic, image: Tensor, shaded: Tensor, mask: Tensor, erode_px: int = 2) -> Tensor:
     """(B,) share of the critic's input sensitivity |d score / d shaded| on interior face pixels.
 
-    image (B, 3, H, W), shaded / mask (B, 1, H, W) at the render size. The critic runs in eval
+    image (B, 3, H, W), shaded (B, K, H, W) (K light channels) and mask (B, 1, H, W) at the render size. The critic runs in eval
     mode and gets no ``.grad``.
     """
     shaded = shaded.detach().clone().requires_grad_(True)
@@ -63,7 +63,7 @@ def interior_sensitivity(critic, image: Tensor, shaded: Tensor, mask: Tensor, er
             (gradient,) = torch.autograd.grad(critic(image, shaded).sum(), shaded)
     finally:
         critic.train(was_training)
-    magnitude = gradient.abs()
+    magnitude = gradient.abs().sum(1, keepdim=True)  # summed over the light channels
     inside = (magnitude * eroded(mask, erode_px)).flatten(1).sum(1)
     return inside / magnitude.flatten(1).sum(1).clamp(min=1e-20)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regressor.losses import LossTerm, register_loss
-from regressor.types import LossInputs
+from regressor.types import LossInputs, Renders
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CRITIC_CHECKPOINT = "checkpoints/critic.pt"
@@ -124,10 +124,14 @@ class PerceptualShapeLoss(LossTerm):
         size = int(self.critic.image_size)
         return self.critic(resample_to_critic(image.detach(), size), resample_to_critic(shaded, size))
 
+    def score_renders(self, image: Tensor, renders: Renders) -> Tensor:
+        """``score`` of a renderer's output: a critic with extra lights gets its channels from the normals."""
+        return self.score(image, self.critic.render_settings.complete(renders.shaded, renders.normals, renders.mask))
+
     def forward(self, inputs: LossInputs) -> Tensor:
         if not self.is_active(inputs.step):
             return inputs.renders.shaded.new_zeros(())
-        scores = self.score(inputs.batch.image, inputs.renders.shaded)
+        scores = self.score_renders(inputs.batch.image, inputs.renders)
         if self.transform == "softplus":
             return F.softplus(-scores).mean()
         return (-scores).mean()

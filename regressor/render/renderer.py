@@ -39,6 +39,10 @@ class Renderer(nn.Module):
         background_value: the constant background level.
         cull_backfaces: skip faces pointing away from the camera (faster, and hides the
             inside of the mouth/eyes from behind).
+        extra_light_directions: more fixed lights; each adds a grey channel to ``shaded`` (so it is
+            (B, 1 + K, H, W)). One Lambert render leaves the normal's component across the light
+            unknown; three or more lights pin the normal down, so a critic can relate the image's
+            shading under *any* light to the geometry (``CriticRenderSettings.extra_light_directions``).
     """
 
     def __init__(
@@ -50,11 +54,17 @@ class Renderer(nn.Module):
         background: str = "constant",
         background_value: float = 0.0,
         cull_backfaces: bool = True,
+        extra_light_directions: tuple[tuple[float, float, float], ...] = (),
     ) -> None:
         super().__init__()
         self.init_args = dict(image_size=image_size, backend=backend, light_direction=tuple(light_direction),
                               ambient=ambient, background=background, background_value=background_value,
                               cull_backfaces=cull_backfaces)  # see regressor.components
+        self.extra_light_directions = tuple(tuple(float(v) for v in light) for light in extra_light_directions)
+        if any(len(light) != 3 for light in self.extra_light_directions):
+            raise ValueError(f"Renderer: each extra light direction needs 3 components, got {extra_light_directions!r}")
+        if self.extra_light_directions:
+            self.init_args["extra_light_directions"] = self.extra_light_directions
         if backend not in BACKENDS:
             raise ValueError(f"Renderer: backend must be one of {BACKENDS}, got {backend!r}")
         if background not in BACKGROUNDS:
@@ -120,6 +130,9 @@ class Renderer(nn.Module):
                                   device=noise_device).to(vertices.device)
         else:
             backdrop = torch.full_like(mask, self.background_value)
+        if self.extra_light_directions:
+            grey = torch.cat([grey] + [lambert(normals, torch.tensor(light, dtype=vertices.dtype, device=vertices.device),
+                                               ambient=self.ambient) for light in self.extra_light_directions], dim=1)
         shaded = grey * mask + backdrop * (1.0 - mask)
 
         if light is None:

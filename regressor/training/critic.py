@@ -8,7 +8,7 @@ correlation between score and error. Everything substantive lives in plain modul
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -67,6 +67,9 @@ class CriticModule(pl.LightningModule):
             (double backpropagation on the main group; 0 = off).
         val_operating_point_faces / val_topology_faces: validation faces of the ``val/operating_point.*``,
             ``val/interior_sensitivity_fraction`` and ``val/topology.*`` figures (0 = off).
+        extra_light_directions: fixed lights whose grey renders join the main one as input channels
+            (``CriticRenderSettings``; stored in the checkpoint). With ``init_checkpoint`` of a critic with
+            fewer, the new channels' first-layer weights start at zero (``widened_input``).
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -80,7 +83,8 @@ class CriticModule(pl.LightningModule):
                  init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
                  error_target: str = "camera_whole_head", operating_point: dict[str, Any] | None = None,
                  topology: dict[str, Any] | None = None, input_gradient_penalty: float = 0.0,
-                 val_operating_point_faces: int = 0, val_topology_faces: int = 0) -> None:
+                 val_operating_point_faces: int = 0, val_topology_faces: int = 0,
+                 extra_light_directions: Sequence[Sequence[float]] = ()) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["face_model"])
         self.__dict__["_face_model"] = face_model  # a tool like the renderer: not a submodule, not in the state dict
@@ -92,7 +96,8 @@ class CriticModule(pl.LightningModule):
             raise ValueError("CriticModule: objective.error_unit_mm has moved to model.init_args.error_unit_mm "
                              "(one error unit, stored in the critic's checkpoint)")
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs, error_unit_mm=error_unit_mm,
-                                  render={"image_size": render_size}, error_target=error_target)
+                                  render={"image_size": render_size, "extra_light_directions": extra_light_directions},
+                                  error_target=error_target)
         if init_checkpoint:
             self._load_initial_weights(init_checkpoint)
         self.ascent = AscentConfig(**(ascent or {}))
@@ -125,7 +130,7 @@ class CriticModule(pl.LightningModule):
         if initial.architecture != self.critic.architecture:
             raise CriticCheckpointError(f"init_checkpoint {path}: architecture {initial.architecture} differs "
                                         f"from this module's {self.critic.architecture}")
-        self.critic.load_state_dict(initial.state_dict())
+        self.critic.load_state_dict(widened_input(initial.state_dict(), self.critic.state_dict()))
 
     def render_candidates(self, candidates: CandidateSet, light: Tensor) -> RenderedCandidates:
         """Candidates (B, C) + light directions (B, 3) -> grey renders (B, C, 1, H, W) and masks."""
@@ -195,7 +200,7 @@ class CriticModule(pl.LightningModule):
             batch, self._train_cache, generator, light=light,
             make_candidates=lambda p, v: negatives.sample(p, v, self.hparams.num_negatives, generator))
         shaded = self._randomise_background(rendered, generator)
-        image, shaded = augment_pairs(image, shaded, generator)
+        image, shaded = augment_pairs(image, shaded, generator, self.critic.render_settings.mirror_order())
         scores = self.score(image, shaded)
         losses = self.objective(scores, rendered.error_mm)
         if self.ascent.active(self.global_step):
@@ -226,7 +231,8 @@ class CriticModule(pl.LightningModule):
         rendered = ascent_candidates(self.critic, face_model, self._vertex_renderer(light[:n]), batch["image"][:n],
                                      params, batch["vertices"][:n], self.ascent, generator,
                                      error_fn=self.target_error_fn(params))
-        image, shaded = augment_pairs(batch["image"][:n], self._randomise_background(rendered, generator), generator)
+        image, shaded = augment_pairs(batch["image"][:n], self._randomise_background(rendered, generator), generator,
+                                      self.critic.render_settings.mirror_order())
         ascent_losses = self.objective(self.score(image, shaded), rendered.error_mm)
         climbed = rendered.error_mm[:, 2] - rendered.error_mm[:, 1]
         losses = dict(losses)
@@ -237,7 +243,8 @@ class CriticModule(pl.LightningModule):
 
     def _add_group_loss(self, name: str, image: Tensor, rendered: RenderedCandidates, weight: float,
                         generator: torch.Generator, losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        image, shaded = augment_pairs(image, self._randomise_background(rendered, generator), generator)
+        image, shaded = augment_pairs(image, self._randomise_background(rendered, generator), generator,
+                                      self.critic.render_settings.mirror_order())
         group = self.objective(self.score(image, shaded), rendered.error_mm)
         return {**losses, name: group["total"], "total": losses["total"] + weight * group["total"]}
 
@@ -360,7 +367,7 @@ class CriticModule(pl.LightningModule):
 
         rows = min(rows, image.shape[0])
         order = error[:rows].argsort(dim=1)  # columns: candidates by increasing error
-        shaded = torch.stack([shaded[i, order[i]] for i in range(rows)])
+        shaded = torch.stack([shaded[i, order[i], :1] for i in range(rows)])  # the main light's channel
         tiles = torch.cat([image[:rows, None], shaded[:rows].expand(-1, -1, 3, -1, -1)], dim=1)
         experiment.add_image(tag, make_grid(tiles.flatten(0, 1).detach().float().cpu(), nrow=tiles.shape[1]),
                              self.global_step)
@@ -385,16 +392,29 @@ def ranking_metrics(scores: Tensor, error: Tensor, type_index: Tensor) -> dict[s
     return metrics
 
 
-def augment_pairs(image: Tensor, shaded: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def augment_pairs(image: Tensor, shaded: Tensor, generator: torch.Generator,
+                  mirror_order: list[int] | None = None) -> tuple[Tensor, Tensor]:
     """Geometry-consistent augmentation: mirror image and renders together; jitter the image's colour.
 
-    image (B,3,H,W), shaded (B,C,1,H,W). Mirroring both keeps every pair's geometry error unchanged.
+    image (B,3,H,W), shaded (B,C,K,H,W). Mirroring both keeps every pair's geometry error unchanged;
+    a mirrored render's K light channels are reordered by ``mirror_order`` (its lights mirror too).
     """
     b = image.shape[0]
     flip = (torch.rand(b, generator=generator) < 0.5).to(image.device)
     image = torch.where(flip[:, None, None, None], image.flip(-1), image)
-    shaded = torch.where(flip[:, None, None, None, None], shaded.flip(-1), shaded)
+    mirrored = shaded.flip(-1) if mirror_order is None else shaded.flip(-1)[:, :, mirror_order]
+    shaded = torch.where(flip[:, None, None, None, None], mirrored, shaded)
     gain = (0.8 + 0.4 * torch.rand(b, 3, 1, 1, generator=generator)).to(image)
     offset = (0.1 * torch.rand(b, 1, 1, 1, generator=generator) - 0.05).to(image)
     return (image * gain + offset).clamp(0, 1), shaded
 
+
+def widened_input(initial: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``initial`` weights for a critic with more render channels: the first layer's new input channels
+    start at zero, so the widened critic scores exactly as the one it starts from (then learns to use them)."""
+    out = dict(initial)
+    for name, weight in initial.items():
+        wanted = target[name].shape
+        if weight.shape != wanted and weight.ndim == 4 and weight.shape[0] == wanted[0] and weight.shape[1] < wanted[1]:
+            out[name] = torch.cat([weight, weight.new_zeros(wanted[0], wanted[1] - weight.shape[1], *weight.shape[2:])], 1)
+    return out

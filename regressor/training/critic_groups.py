@@ -129,11 +129,11 @@ def geometry_negative_names() -> list[str]:
 def outside_gradient_fraction(critic, image: Tensor, shaded: Tensor, mask: Tensor, erode_px: int = 2) -> Tensor:
     """Mean share of |d score / d shaded| outside the eroded mask; differentiable in the critic's weights.
 
-    image (N, 3, H, W), shaded / mask (N, 1, H, W).
+    image (N, 3, H, W), shaded (N, K, H, W) (K light channels), mask (N, 1, H, W).
     """
     shaded = shaded.detach().requires_grad_(True)
     (gradient,) = torch.autograd.grad(critic(image, shaded).sum(), shaded, create_graph=True)
-    magnitude = gradient.abs().flatten(1)
+    magnitude = gradient.abs().sum(1).flatten(1)  # summed over the light channels
     outside = (magnitude * (1 - eroded(mask.float(), erode_px)).flatten(1)).sum(1)
     return (outside / magnitude.sum(1).clamp(min=1e-12)).mean()
 

@@ -270,7 +270,7 @@ class RegressorModule(pl.LightningModule):
                 )
         critic = self._critic_term()
         if critic is not None:
-            metrics["critic_score"] = critic.score(batch.image, result.renders.shaded)
+            metrics["critic_score"] = critic.score_renders(batch.image, result.renders)
         return metrics
 
     def _evaluate(self, batch: Any, stage: str) -> None:
