@@ -103,3 +103,24 @@ def test_a_silhouette_only_critic_fails_the_topology_figures(head):
                                vertices[None], model.faces, now[None], landmarks[None], camera)
     assert figures["topology.true_wins_fraction"] < 0.8
     assert figures["topology.face_mask_auc"] < 0.9 or figures["topology.smoothing_spearman"] > -0.7
+
+
+def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
+    """Issue 18: ``PerceptualShapeLoss.score_mesh`` takes (image, vertices, faces, camera) of any mesh."""
+    from regressor.losses.perceptual import PerceptualShapeLoss
+
+    model, vertices, landmarks, now = head
+    mask = build_variant("face_mask", vertices, model.faces, now, landmarks)
+    assert len(mask.vertices) < len(vertices)  # another topology: no scalp, ears or neck
+    loss = PerceptualShapeLoss(checkpoint="checkpoints/critic.pt")
+    camera = torch.tensor([[7.0, 0.0, 0.0], [7.0, 0.0, 0.0]])
+    image = loss.critic.render_settings.renderer(image_size=48)(model(model.zero_params(1)), camera[:1]).shaded
+    image = image[:, :1].expand(2, 3, -1, -1).clone()  # a grey "photo" of the full head
+    surface = torch.stack([mask.vertices, mask.vertices * torch.tensor([1.0, 1.0, 0.3])]).requires_grad_(True)
+    scores = loss.score_mesh(image, surface, mask.faces, camera)
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    assert scores[0] != scores[1]  # flattening the mask changes the score
+    scores.sum().backward()
+    assert surface.grad.abs().sum() > 0  # the gradient reaches the mesh's own vertices
+    with pytest.raises(ValueError):
+        loss.score_mesh(image, surface.detach(), mask.faces, camera[:1])  # one camera for two meshes

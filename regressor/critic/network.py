@@ -107,7 +107,8 @@ class CriticRenderSettings:
         if shaded.shape[1] == self.shaded_channels:
             return shaded
         if shaded.shape[1] != 1:
-            raise ValueError(f"shaded render has {shaded.shape[1]} channels; the critic takes 1 or {self.shaded_channels}")
+            raise ValueError(f"shaded render has {shaded.shape[1]} channels; "
+                             f"the critic takes 1 or {self.shaded_channels}")
         from regressor.render.shading import lambert
 
         extra = [lambert(normals, torch.tensor(light, dtype=normals.dtype, device=normals.device)) * mask

@@ -52,8 +52,8 @@ def eroded(mask: Tensor, pixels: int) -> Tensor:
 def interior_sensitivity(critic, image: Tensor, shaded: Tensor, mask: Tensor, erode_px: int = 2) -> Tensor:
     """(B,) share of the critic's input sensitivity |d score / d shaded| on interior face pixels.
 
-    image (B, 3, H, W), shaded (B, K, H, W) (K light channels) and mask (B, 1, H, W) at the render size. The critic runs in eval
-    mode and gets no ``.grad``.
+    image (B, 3, H, W), shaded (B, K, H, W) (K light channels) and mask (B, 1, H, W) at the render size.
+    The critic runs in eval mode and gets no ``.grad``.
     """
     shaded = shaded.detach().clone().requires_grad_(True)
     was_training = critic.training

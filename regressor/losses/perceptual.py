@@ -128,6 +128,29 @@ class PerceptualShapeLoss(LossTerm):
         """``score`` of a renderer's output: a critic with extra lights gets its channels from the normals."""
         return self.score(image, self.critic.render_settings.complete(renders.shaded, renders.normals, renders.mask))
 
+    def score_mesh(self, image: Tensor, vertices: Tensor, faces: Tensor, camera: Tensor,
+                   renderer: nn.Module | None = None) -> Tensor:
+        """Score any triangle mesh against its photo: no face model, any topology or coverage (issue 18).
+
+        Args:
+            image: (B, 3, H, W) in [0, 1], square; the face where ``camera`` puts the mesh.
+            vertices: (B, V, 3) in model axes (+Y up, +Z towards the camera), the units the camera expects.
+            faces: (F, 3) long, shared by the batch: a scan, a face-only mask, another model's mesh.
+            camera: (B, 3) weak perspective ``(scale, tx, ty)`` (``regressor.render.project_weak_perspective``).
+            renderer: default: the critic's own grey render at the image's size
+                (``CriticRenderSettings.renderer``).
+        Returns:
+            (B,) scores, differentiable w.r.t. ``vertices`` and ``camera`` (higher = the shading
+            explains the image better).
+        """
+        from regressor.critic.negatives import mesh_for_rendering
+
+        if renderer is None:
+            renderer = self.critic.render_settings.renderer(image_size=int(image.shape[-1]))
+        self.check_renderer(renderer)
+        renders = renderer(mesh_for_rendering(vertices, faces.to(vertices.device)), camera)
+        return self.score_renders(image, renders)
+
     def forward(self, inputs: LossInputs) -> Tensor:
         if not self.is_active(inputs.step):
             return inputs.renders.shaded.new_zeros(())

@@ -131,8 +131,9 @@ class Renderer(nn.Module):
         else:
             backdrop = torch.full_like(mask, self.background_value)
         if self.extra_light_directions:
-            grey = torch.cat([grey] + [lambert(normals, torch.tensor(light, dtype=vertices.dtype, device=vertices.device),
-                                               ambient=self.ambient) for light in self.extra_light_directions], dim=1)
+            extra = [lambert(normals, torch.tensor(light, dtype=vertices.dtype, device=vertices.device), ambient=self.ambient)
+                     for light in self.extra_light_directions]
+            grey = torch.cat([grey, *extra], dim=1)
         shaded = grey * mask + backdrop * (1.0 - mask)
 
         if light is None:

@@ -416,5 +416,6 @@ def widened_input(initial: dict[str, Tensor], target: dict[str, Tensor]) -> dict
     for name, weight in initial.items():
         wanted = target[name].shape
         if weight.shape != wanted and weight.ndim == 4 and weight.shape[0] == wanted[0] and weight.shape[1] < wanted[1]:
-            out[name] = torch.cat([weight, weight.new_zeros(wanted[0], wanted[1] - weight.shape[1], *weight.shape[2:])], 1)
+            missing = weight.new_zeros(wanted[0], wanted[1] - weight.shape[1], *weight.shape[2:])
+            out[name] = torch.cat([weight, missing], 1)
     return out
