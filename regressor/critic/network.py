@@ -109,11 +109,10 @@ class CriticRenderSettings:
         if shaded.shape[1] != 1:
             raise ValueError(f"shaded render has {shaded.shape[1]} channels; "
                              f"the critic takes 1 or {self.shaded_channels}")
-        from regressor.render.shading import lambert
+        from regressor.render.shading import lambert_channels
 
-        extra = [lambert(normals, torch.tensor(light, dtype=normals.dtype, device=normals.device)) * mask
-                 + shaded * (1 - mask) for light in self.extra_light_directions]
-        return torch.cat([shaded, *extra], dim=1)
+        extra = lambert_channels(normals, self.extra_light_directions) * mask + shaded * (1 - mask)
+        return torch.cat([shaded, extra], dim=1)
 
     def check(self, renderer: Any) -> None:
         """Raise ``CriticRenderMismatchError`` when ``renderer`` shades differently from these settings."""

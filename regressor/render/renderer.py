@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from regressor.render.camera import project_weak_perspective
 from regressor.render.rasterize import BACKENDS, image_hw, rasterize
-from regressor.render.shading import interpolate, lambert, sh_shading, vertex_normals
+from regressor.render.shading import interpolate, lambert, lambert_channels, sh_shading, vertex_normals
 from regressor.types import FaceMesh, Renders
 
 BACKGROUNDS = ("constant", "noise")
@@ -131,9 +131,7 @@ class Renderer(nn.Module):
         else:
             backdrop = torch.full_like(mask, self.background_value)
         if self.extra_light_directions:
-            extra = [lambert(normals, torch.tensor(light, dtype=vertices.dtype, device=vertices.device), ambient=self.ambient)
-                     for light in self.extra_light_directions]
-            grey = torch.cat([grey, *extra], dim=1)
+            grey = torch.cat([grey, lambert_channels(normals, self.extra_light_directions, self.ambient)], dim=1)
         shaded = grey * mask + backdrop * (1.0 - mask)
 
         if light is None:

@@ -136,3 +136,13 @@ def lambert(
     light_direction = torch.nn.functional.normalize(light_direction, dim=-1)
     cosine = (normals * light_direction[:, :, None, None]).sum(dim=1, keepdim=True)
     return ambient + diffuse * cosine.clamp(min=0.0)
+
+
+def lambert_channels(normals: Tensor, light_directions, ambient: float = 0.25) -> Tensor:
+    """(B, K, H, W) grey Lambert shading under each of K fixed lights ((K, 3) directions *towards* them).
+
+    The extra input channels of a critic that sees its geometry under several lights; the renderer draws
+    them, and the perceptual loss completes a one-channel render with them (``CriticRenderSettings.complete``).
+    """
+    lights = torch.as_tensor(light_directions, dtype=normals.dtype, device=normals.device).reshape(-1, 3)
+    return torch.cat([lambert(normals, light, ambient=ambient) for light in lights], dim=1)
