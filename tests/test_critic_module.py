@@ -62,3 +62,12 @@ def test_ranking_metrics_report_perfect_ordering():
     metrics = ranking_metrics(-error, error, types)
     assert metrics["auc_2mm"] == 1.0 and metrics["spearman"] == pytest.approx(-1.0)
     assert metrics["auc_identity"] == 1.0 and metrics["pos_neg_gap"] > 0
+
+
+def test_a_critic_without_hand_made_negatives_refuses_the_penalty_that_is_computed_on_them():
+    from regressor.training.critic import CriticModule
+
+    with pytest.raises(ValueError, match="hand_made_weight"):
+        CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0, input_gradient_penalty=0.5)
+    module = CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0)
+    assert module.hparams.hand_made_weight == 0.0  # configs/critic/focused.yaml trains this way (tests/test_configs.py)

@@ -70,6 +70,10 @@ class CriticModule(pl.LightningModule):
         extra_light_directions: fixed lights whose grey renders join the main one as input channels
             (``CriticRenderSettings``; stored in the checkpoint). With ``init_checkpoint`` of a critic with
             fewer, the new channels' first-layer weights start at zero (``widened_input``).
+        hand_made_weight: weight of the main group, the hand-made graded negatives of the true geometry
+            (0 = skip it: a critic trained only on the other groups, e.g. ``configs/critic/focused.yaml``,
+            which ranks only candidates at the operating point; the input-gradient penalty then needs > 0
+            here, since it is computed on this group).
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -84,8 +88,11 @@ class CriticModule(pl.LightningModule):
                  error_target: str = "camera_whole_head", operating_point: dict[str, Any] | None = None,
                  topology: dict[str, Any] | None = None, input_gradient_penalty: float = 0.0,
                  val_operating_point_faces: int = 0, val_topology_faces: int = 0,
-                 extra_light_directions: Sequence[Sequence[float]] = ()) -> None:
+                 extra_light_directions: Sequence[Sequence[float]] = (), hand_made_weight: float = 1.0) -> None:
         super().__init__()
+        if hand_made_weight <= 0 and input_gradient_penalty:
+            raise ValueError("CriticModule: input_gradient_penalty is computed on the hand-made group; "
+                             "it needs hand_made_weight > 0")
         self.save_hyperparameters(ignore=["face_model"])
         self.__dict__["_face_model"] = face_model  # a tool like the renderer: not a submodule, not in the state dict
         if face_model is not None:
@@ -196,13 +203,17 @@ class CriticModule(pl.LightningModule):
         image = batch["image"]
         negatives = self.tools()[2]
         light = random_light_directions(image.shape[0], generator, spread=self.hparams.light_spread)
-        rendered = self.cached_render(
-            batch, self._train_cache, generator, light=light,
-            make_candidates=lambda p, v: negatives.sample(p, v, self.hparams.num_negatives, generator))
-        shaded = self._randomise_background(rendered, generator)
-        image, shaded = augment_pairs(image, shaded, generator, self.critic.render_settings.mirror_order())
-        scores = self.score(image, shaded)
-        losses = self.objective(scores, rendered.error_mm)
+        if self.hparams.hand_made_weight > 0:
+            rendered = self.cached_render(
+                batch, self._train_cache, generator, light=light,
+                make_candidates=lambda p, v: negatives.sample(p, v, self.hparams.num_negatives, generator))
+            shaded = self._randomise_background(rendered, generator)
+            image, shaded = augment_pairs(image, shaded, generator, self.critic.render_settings.mirror_order())
+            scores = self.score(image, shaded)
+            losses = self.objective(scores, rendered.error_mm)
+            losses["total"] = self.hparams.hand_made_weight * losses["total"]
+        else:
+            losses = {"total": image.new_zeros(())}
         if self.ascent.active(self.global_step):
             losses = self._add_ascent_loss(batch, light, generator, losses)
         if self.operating_point.config.faces_per_step:
@@ -218,7 +229,7 @@ class CriticModule(pl.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=image.shape[0])
         self.log("train/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
         every = self.hparams.log_images_every_n_steps
-        if every and self.global_step % every == 0:
+        if every and self.global_step % every == 0 and self.hparams.hand_made_weight > 0:
             self._log_grid("train/pairs", image, shaded, scores, rendered.error_mm)
         return losses["total"]
 
