@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
           f" normalised {figures['gradient_normalised_visible_fraction']:.3f}"
           f" ({figures['gradient_normalised_visible_error_start_mm']:.2f} ->"
           f" {figures['gradient_normalised_visible_error_end_mm']:.2f} mm)")
-    for key in (*OPERATING_POINT_GOALS, "operating_point.monotone_fraction", "operating_point.gradient_cosine_landmarks",
-                *TOPOLOGY_GOALS):
+    for key in (*OPERATING_POINT_GOALS, "operating_point.truth_wins_other_image", "operating_point.monotone_fraction",
+                "operating_point.gradient_cosine_landmarks", *TOPOLOGY_GOALS):
         if key in figures:
             print(f"{key:>44}: {figures[key]:.3f}   (goal {GOALS.get(key, '-')})")
     for name, t in figures["per_type"].items():

@@ -158,3 +158,53 @@ def test_truth_wins_follows_a_critic_that_knows_the_true_render(face_model, sign
     assert all(math.isfinite(figures[k]) for k in ("operating_point.gradient_cosine_critic",
                                                    "operating_point.gradient_cosine_landmarks",
                                                    "interior_sensitivity_fraction"))
+
+
+def test_other_truths_are_true_shapes_of_another_face_graded_from_the_positive(face_model):
+    params, truth, region = truth_and_region(face_model, batch=3)
+    fits = fake_fits(face_model, params)
+    config = OperatingPointConfig(line_points=(), other_truths=(0.5, 1.0), pose_jitter=0.0, camera_jitter=0.0)
+    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
+    assert built.error_mm.shape == (3, 1 + 2 + 2)
+    half, other = built.error_mm[:, 3], built.error_mm[:, 4]
+    assert (other > 0.5).all() and (half > 0).all() and (half < other).all()
+    # the full-way candidate is face i-1's true shape, placed where face i's fit sits
+    expected = place_like(torch.roll(truth, 1, dims=0), face_model(fits.final).vertices, region)
+    assert torch.allclose(built.vertices[:, 4], expected, atol=1e-6)
+
+
+class ImageBlindCritic(nn.Module):
+    """Prefers renders near the reference whatever the image: a shape prior with no image agreement."""
+
+    def __init__(self, reference):
+        super().__init__()
+        self.oracle = OracleCritic(reference)
+
+    def forward(self, image, shaded):
+        return self.oracle(image, shaded)
+
+
+class ImageMatchingCritic(nn.Module):
+    """Scores how well the render matches the image's first channel (reads the image, nothing else)."""
+
+    def forward(self, image, shaded):
+        return -(shaded[:, :1] - image[:, :1]).abs().flatten(1).mean(1)
+
+
+def test_the_other_image_control_separates_a_prior_from_image_agreement(face_model):
+    params, truth, region = truth_and_region(face_model)
+    fits = fake_fits(face_model, params)
+    render = vertex_renderer(Renderer(image_size=SIZE), face_model.faces)
+    with torch.no_grad():
+        placed = place_like(truth, face_model(fits.final).vertices, region)
+        reference = render(placed, fits.final.camera).shaded
+    landmarks, valid = torch.full((2, 68, 2), SIZE / 2), torch.ones(2, 68)
+    blind = operating_point_figures(ImageBlindCritic(reference), face_model, render, torch.rand(2, 3, SIZE, SIZE),
+                                    truth, params, fits.final, landmarks, valid, region)
+    assert blind["operating_point.truth_wins_fraction"] == 1.0
+    assert blind["operating_point.truth_wins_other_image"] == 1.0  # a prior wins with any image: the control shows it
+    image = reference[:, :1].expand(2, 3, SIZE, SIZE).clone()  # each face's image is its true render
+    matching = operating_point_figures(ImageMatchingCritic(), face_model, render, image, truth, params, fits.final,
+                                       landmarks, valid, region)
+    assert matching["operating_point.truth_wins_fraction"] == 1.0
+    assert matching["operating_point.truth_wins_other_image"] < 1.0

@@ -8,6 +8,10 @@ candidates are rendered through the *fitted* camera, each with its own small pos
 * points on the line final fit -> placed truth (``line_points``, e.g. 0.5) and beyond it (1.4), so the
   score must rise towards the truth and fall past it;
 * the regressor's prediction for the face, when predictions are given (optional);
+* another face's true shape placed at the same pose, and points on the line truth -> it
+  (``other_truths``): negatives with a true shape's statistics, so that the image, not how
+  "fit-like" a shape looks, must tell them from the positive (session 6: a critic trained without
+  them ranked the truth above the fit as well with a grey image as with the face's own);
 * ascent negatives that start from the final fit (``ascent_steps`` > 0): the current critic's score
   climbed on shape and expression, as fitting would follow it.
 
@@ -43,11 +47,17 @@ class OperatingPointConfig:
             (or invalidate its fit cache) mid-training.
         landmark_noise_px: std of the noise on the landmarks the fits use.
         line_points: positions on the line final fit (0) -> placed truth (1) added as candidates.
+        other_truths: positions on the line placed truth (0) -> another face's placed true shape (1)
+            added as candidates (the batch's next face; () = none; needs >= 2 faces per step).
         pose_jitter: std (rad) of a random rotation of every candidate about its centroid.
         camera_jitter: std of the camera's image-plane shift (model units) and relative scale.
         ascent_steps / ascent_learning_rate: climb of the current critic from the final fit (0 = none).
         regressor_checkpoint: a RegressorModule checkpoint whose predictions join the candidates.
         weight: weight of this group's ranking loss, added to the objective's total.
+        image_shuffle_weight: weight of the spread (variance) of one face's candidate scores when they are
+            paired with *another* face's image (0 = off). A score that depends on the render alone, a shape
+            prior, varies there; one that compares render and image has nothing to prefer. Session 6: a
+            critic trained without it judged how "fit-like" a shape looks, with any image.
     """
 
     faces_per_step: int = 0
@@ -56,15 +66,18 @@ class OperatingPointConfig:
     fit_config: str | None = None
     landmark_noise_px: float = 1.5
     line_points: tuple[float, ...] = field(default=(0.5, 1.4))
+    other_truths: tuple[float, ...] = ()
     pose_jitter: float = 0.03
     camera_jitter: float = 0.01
     ascent_steps: int = 0
     ascent_learning_rate: float = 0.05
     regressor_checkpoint: str | None = None
     weight: float = 1.0
+    image_shuffle_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.line_points = tuple(float(t) for t in self.line_points)
+        self.other_truths = tuple(float(t) for t in self.other_truths)
         if self.faces_per_step < 0 or self.ascent_steps < 0:
             raise ValueError("OperatingPointConfig: faces_per_step and ascent_steps must be >= 0")
 
@@ -105,6 +118,9 @@ def operating_candidates(face_model, truth: Tensor, region: Tensor, fits: Operat
         placed = place_like(truth, fitted[-1], region)
         columns = [placed, *fitted]
         columns += [fitted[-1] + t * (placed - fitted[-1]) for t in config.line_points]
+        if config.other_truths:
+            other = place_like(torch.roll(truth, 1, dims=0), fitted[-1], region)
+            columns += [placed + t * (other - placed) for t in config.other_truths]
         if predictions is not None:
             columns.append(place_like(face_model(predictions).vertices, fitted[-1], region))
     if config.ascent_steps and critic is not None:

@@ -8,6 +8,11 @@ Every figure starts from a fit of the project's own fitter on noisy landmarks
 * ``truth_wins_fraction``: the true shape, moved to the fitted pose and camera
   (``target.place_like``: the similarity that maps its face region onto the fit's), outscores the
   fitted shape. Goal >= 0.9.
+* ``truth_wins_other_image``: the same comparison with every render paired with *another* face's
+  image (the next one of the batch). A critic that reads the image falls towards 0.5 here; one that
+  only judges how "fit-like" a shape looks (a prior, no image agreement) keeps its ``truth_wins_fraction``
+  (session 6: a critic trained only on fits scored 0.94 with the face's own image and 0.91 with another's).
+  Report it beside ``truth_wins_fraction``: the gap between them is the part the image explains.
 * ``monotone_fraction``: the score rises at every point of the straight vertex line fit -> placed
   truth (``line_points`` points); ``line_spearman`` is the mean Spearman(t, score) along it.
 * ``gradient_cosine_critic`` / ``gradient_cosine_landmarks``: cosine between the gradient of the
@@ -30,7 +35,7 @@ from regressor.critic.objective import spearman
 from regressor.critic.target import place_like
 from regressor.types import FaceBatch, FaceParams, LossInputs, replace
 
-GOALS = {"operating_point.truth_wins_fraction": ">= 0.9",
+GOALS = {"operating_point.truth_wins_fraction": ">= 0.9 (read beside truth_wins_other_image)",
          "operating_point.gradient_cosine_critic": "> operating_point.gradient_cosine_landmarks",
          "interior_sensitivity_fraction": ">= 0.8"}
 
@@ -132,6 +137,9 @@ def operating_point_figures(critic, face_model, render, image: Tensor, truth_ver
             placed = place_like(truth_vertices, fitted_vertices, region)
             scores = line_scores(critic, render, image, fitted_vertices, placed, fitted.camera, line_points)
             fitted_render = render(fitted_vertices, fitted.camera)
+            placed_render = render(placed, fitted.camera)
+            other_image = torch.roll(image, 1, dims=0)
+            wins_other = critic(other_image, placed_render.shaded) > critic(other_image, fitted_render.shaded)
         rises = (scores[:, 1:] > scores[:, :-1]).all(dim=1)
         t = torch.linspace(0, 1, line_points)
         cosines = gradient_cosines(critic, face_model, render, image, fitted, truth, landmarks, landmarks_valid)
@@ -140,6 +148,7 @@ def operating_point_figures(critic, face_model, render, image: Tensor, truth_ver
         critic.train(was_training)
     return {
         "operating_point.truth_wins_fraction": float((scores[:, -1] > scores[:, 0]).float().mean()),
+        "operating_point.truth_wins_other_image": float(wins_other.float().mean()),
         "operating_point.monotone_fraction": float(rises.float().mean()),
         "operating_point.line_spearman": float(torch.tensor([spearman(t, s) for s in scores.cpu()]).nanmean()),
         "operating_point.score_gain": float((scores[:, -1] - scores[:, 0]).mean()),

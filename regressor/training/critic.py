@@ -275,7 +275,13 @@ class CriticModule(pl.LightningModule):
         unflat = lambda x: x.reshape(b, c, *x.shape[1:])  # noqa: E731
         rendered = RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), candidates.error_mm,
                                       candidates.type_index)
-        return self._add_group_loss("operating_point", batch["image"][:n], rendered, cfg.weight, generator, losses)
+        losses = self._add_group_loss("operating_point", batch["image"][:n], rendered, cfg.weight, generator, losses)
+        if cfg.image_shuffle_weight and n > 1:
+            other_image = torch.roll(batch["image"][:n], 1, dims=0)
+            spread = self.score(other_image, rendered.shaded).var(dim=1).mean()
+            losses = {**losses, "image_shuffle_spread": spread.detach(),
+                      "total": losses["total"] + cfg.image_shuffle_weight * spread}
+        return losses
 
     def _add_topology_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
                            losses: dict[str, Tensor]) -> dict[str, Tensor]:
