@@ -141,14 +141,20 @@ def test_interior_sensitivity_of_a_background_only_critic_is_near_zero(face_mode
     assert 0.05 < float(everywhere.mean()) < 1.0
 
 
-@pytest.mark.parametrize("sign, expected", [(1.0, 1.0), (-1.0, 0.0)])
-def test_truth_wins_follows_a_critic_that_knows_the_true_render(face_model, sign, expected):
+def placed_truth_render(face_model):
+    """(params, truth, region, fits, render, the placed truth's render at the fitted camera) of 2 faces."""
     params, truth, region = truth_and_region(face_model)
     fits = fake_fits(face_model, params)
     render = vertex_renderer(Renderer(image_size=SIZE), face_model.faces)
     with torch.no_grad():
         placed = place_like(truth, face_model(fits.final).vertices, region)
         reference = render(placed, fits.final.camera).shaded
+    return params, truth, region, fits, render, reference
+
+
+@pytest.mark.parametrize("sign, expected", [(1.0, 1.0), (-1.0, 0.0)])
+def test_truth_wins_follows_a_critic_that_knows_the_true_render(face_model, sign, expected):
+    params, truth, region, fits, render, reference = placed_truth_render(face_model)
     critic = OracleCritic(reference, sign)
     image = torch.rand(2, 3, SIZE, SIZE)
     figures = operating_point_figures(critic, face_model, render, image, truth, params, fits.final,
@@ -192,12 +198,7 @@ class ImageMatchingCritic(nn.Module):
 
 
 def test_the_other_image_control_separates_a_prior_from_image_agreement(face_model):
-    params, truth, region = truth_and_region(face_model)
-    fits = fake_fits(face_model, params)
-    render = vertex_renderer(Renderer(image_size=SIZE), face_model.faces)
-    with torch.no_grad():
-        placed = place_like(truth, face_model(fits.final).vertices, region)
-        reference = render(placed, fits.final.camera).shaded
+    params, truth, region, fits, render, reference = placed_truth_render(face_model)
     landmarks, valid = torch.full((2, 68, 2), SIZE / 2), torch.ones(2, 68)
     blind = operating_point_figures(ImageBlindCritic(reference), face_model, render, torch.rand(2, 3, SIZE, SIZE),
                                     truth, params, fits.final, landmarks, valid, region)
