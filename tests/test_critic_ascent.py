@@ -116,6 +116,18 @@ def test_module_refuses_an_init_checkpoint_of_another_architecture(tmp_path):
         CriticModule(init_checkpoint=str(tmp_path / "missing.pt"))
 
 
+def test_a_critic_of_another_input_size_initialises_the_module(tmp_path):
+    """The weights do not depend on the input size, so a 32 px critic may start a 64 px training."""
+    from regressor.training.critic import CriticModule
+
+    small = ShapeCritic("resnet10t", 32, TINY)
+    small.save_checkpoint(tmp_path / "small.pt")
+    module = CriticModule(image_size=64, backbone_kwargs=TINY, init_checkpoint=str(tmp_path / "small.pt"))
+    assert module.critic.architecture["image_size"] == 64
+    for (name, value), loaded in zip(small.state_dict().items(), module.critic.state_dict().values()):
+        assert torch.equal(value, loaded), name
+
+
 def test_gradient_probe_normalised_steps_move_each_face_by_the_step_length(face_model, faces):
     from regressor.critic.probe import gradient_probe
 

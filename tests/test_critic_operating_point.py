@@ -14,6 +14,7 @@ from regressor.critic.operating_point import interior_sensitivity, operating_poi
 from regressor.critic.target import aligned_face_error_mm, face_region, place_like
 from regressor.face_model import FaceModel
 from regressor.render import Renderer
+from regressor.types import FaceParams
 
 SIZE = 32
 
@@ -209,3 +210,28 @@ def test_the_other_image_control_separates_a_prior_from_image_agreement(face_mod
                                        landmarks, valid, region)
     assert matching["operating_point.truth_wins_fraction"] == 1.0
     assert matching["operating_point.truth_wins_other_image"] < 1.0
+
+
+def test_fits_made_at_a_lower_resolution_are_shared_through_the_cache(face_model, tmp_path, monkeypatch):
+    """A 128 px critic reuses 64 px fits: images resampled, landmarks scaled, one cache entry for both sizes."""
+    import regressor.critic.fits as fits_module
+
+    seen = []
+
+    def fake_fit(face_model, images, landmarks, valid, scale, config_path, progress=False):
+        seen.append((images.shape[-1], landmarks.clone()))
+        params = FaceParams.zeros(images.shape[0])
+        return OperatingFits(landmarks, ["final"], [params])
+
+    monkeypatch.setattr(fits_module, "fit_operating_points", fake_fit)
+    model = face_model
+    seeds = torch.tensor([3, 4])
+    landmarks = torch.full((2, 68, 2), 32.0)
+    fits_module.cached_fits(model, torch.rand(2, 3, 64, 64), landmarks, torch.ones(2, 68), seeds, tmp_path)
+    fits_module.cached_fits(model, torch.rand(2, 3, 128, 128), 2 * landmarks, torch.ones(2, 68), seeds, tmp_path,
+                            fit_size=64)
+    assert len(seen) == 1 and seen[0][0] == 64  # the second call read the first one's fits
+    fits_module.cached_fits(model, torch.rand(2, 3, 128, 128), 2 * landmarks, torch.ones(2, 68), seeds, tmp_path / "b",
+                            fit_size=64)
+    assert seen[1][0] == 64
+    assert torch.allclose(seen[1][1], seen[0][1])  # the same (noisy) landmarks at the fit's resolution

@@ -102,10 +102,19 @@ def fit_operating_points(face_model, images: Tensor, landmarks: Tensor, landmark
 
 def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: Tensor, seeds: Tensor,
                 cache_dir: str | os.PathLike | None, sigma_px: float = LANDMARK_NOISE_PX, steps_scale: float = 0.5,
-                config_path: str | os.PathLike | None = None, progress: bool = False) -> OperatingFits:
+                config_path: str | os.PathLike | None = None, progress: bool = False,
+                fit_size: int | None = None) -> OperatingFits:
     """``fit_operating_points`` on noisy landmarks, read from / written to ``cache_dir`` (None = no cache);
-    ``config_path`` None = ``configs/fitting/no_critic.yaml``."""
+    ``config_path`` None = ``configs/fitting/no_critic.yaml``.
+
+    ``fit_size``: fit at this resolution (images area-resampled, landmarks scaled; None = the images' own).
+    The fitted parameters do not depend on the resolution (the camera is in NDC), so a 128 px critic can
+    reuse fits made at 64 px; the returned ``landmarks`` are at the fit's resolution.
+    """
     config_path = NO_CRITIC_CONFIG if config_path is None else config_path
+    if fit_size is not None and fit_size != images.shape[-1]:
+        landmarks = landmarks * (fit_size / images.shape[-1])
+        images = torch.nn.functional.interpolate(images, size=(fit_size, fit_size), mode="area")
     noisy = noisy_landmarks(landmarks, sigma_px, seeds)
     path = None
     if cache_dir is not None:

@@ -45,6 +45,8 @@ class OperatingPointConfig:
         fit_config: the no-critic fitting config the fits use (None = ``configs/fitting/no_critic.yaml``);
             a run pins it so that a later recalibration of the fitter does not change its candidates
             (or invalidate its fit cache) mid-training.
+        fit_image_size: resolution the fits are made at (None = the training images'); a 128 px critic
+            can so reuse the cached 64 px fits (fitted parameters do not depend on the resolution).
         landmark_noise_px: std of the noise on the landmarks the fits use.
         line_points: positions on the line final fit (0) -> placed truth (1) added as candidates.
         other_truths: positions on the line placed truth (0) -> another face's placed true shape (1)
@@ -64,6 +66,7 @@ class OperatingPointConfig:
     fit_cache: str = "outputs/critic_fit_cache"
     fit_steps_scale: float = 0.5
     fit_config: str | None = None
+    fit_image_size: int | None = None
     landmark_noise_px: float = 1.5
     line_points: tuple[float, ...] = field(default=(0.5, 1.4))
     other_truths: tuple[float, ...] = ()

@@ -134,7 +134,10 @@ class CriticModule(pl.LightningModule):
 
     def _load_initial_weights(self, path: str) -> None:
         initial = ShapeCritic.from_checkpoint(path)
-        if initial.architecture != self.critic.architecture:
+        # The input size is not part of the weights (convolutions and a global pool), so a 64 px critic may
+        # start a 128 px one; every other architecture field must match.
+        same = {**initial.architecture, "image_size": self.critic.architecture["image_size"]}
+        if same != self.critic.architecture:
             raise CriticCheckpointError(f"init_checkpoint {path}: architecture {initial.architecture} differs "
                                         f"from this module's {self.critic.architecture}")
         self.critic.load_state_dict(widened_input(initial.state_dict(), self.critic.state_dict()))
@@ -356,7 +359,8 @@ class CriticModule(pl.LightningModule):
             plain = {k: (v.clone() if isinstance(v, Tensor) else {kk: vv.clone() for kk, vv in v.items()})
                      for k, v in batch.items()}
             figures = validation_figures(self.critic, face_model, renderer, plain, hp.val_operating_point_faces,
-                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale, cfg.fit_config)
+                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale, cfg.fit_config,
+                                         cfg.fit_image_size)
         self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:

@@ -75,7 +75,7 @@ class OperatingPointGroup:
         landmarks, _, _ = truth_landmarks(face_model, params, vertices, images.shape[-1])
         valid = torch.ones(landmarks.shape[:2])
         self.fits = cached_fits(face_model, images, landmarks, valid, seeds, cfg.fit_cache, cfg.landmark_noise_px,
-                                cfg.fit_steps_scale, config_path=cfg.fit_config)
+                                cfg.fit_steps_scale, config_path=cfg.fit_config, fit_size=cfg.fit_image_size)
         self.row_of_seed = {int(s): i for i, s in enumerate(seeds)}
         if cfg.regressor_checkpoint:
             from regressor.inference import Reconstructor
@@ -140,7 +140,7 @@ def outside_gradient_fraction(critic, image: Tensor, shaded: Tensor, mask: Tenso
 
 def validation_figures(critic, face_model, renderer, batch: dict, op_faces: int, topology_faces: int,
                        fit_cache: str | None, fit_steps_scale: float = 0.5,
-                       fit_config: str | None = None) -> dict[str, float]:
+                       fit_config: str | None = None, fit_size: int | None = None) -> dict[str, float]:
     """``operating_point.*``, ``interior_sensitivity_fraction`` and ``topology.*`` on the first faces of ``batch``."""
     from regressor.critic.operating_point import vertex_renderer
     from regressor.critic.topology_metrics import topology_figures
@@ -153,10 +153,11 @@ def validation_figures(critic, face_model, renderer, batch: dict, op_faces: int,
         n = min(op_faces, image.shape[0])
         valid = torch.ones(n, 68)
         fits = cached_fits(face_model, image[:n].cpu(), points[:n].cpu(), valid, seeds[:n].cpu(), fit_cache,
-                           steps_scale=fit_steps_scale, config_path=fit_config)
+                           steps_scale=fit_steps_scale, config_path=fit_config, fit_size=fit_size)
         fitted = fits.final.to(image.device)
+        fit_landmarks = fits.landmarks.to(image.device) * (image.shape[-1] / (fit_size or image.shape[-1]))
         out.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), image[:n],
-                                           vertices[:n], params[:n], fitted, fits.landmarks.to(image.device),
+                                           vertices[:n], params[:n], fitted, fit_landmarks,
                                            valid.to(image.device), face_region(vertices[:n], now[:n])))
     if topology_faces:
         n = min(topology_faces, image.shape[0])
