@@ -77,7 +77,7 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
     result = {}
     for key, value in node.items():
         value = _shrink(value, key, out_dir, critic)
-        if key in ("image_size", "render_size") and isinstance(value, int):
+        if key in ("image_size", "render_size", "fit_image_size") and isinstance(value, int):
             value = TINY_SIZE
         elif key == "batch_size" and isinstance(value, int):
             value = 2

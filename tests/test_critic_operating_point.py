@@ -235,3 +235,22 @@ def test_fits_made_at_a_lower_resolution_are_shared_through_the_cache(face_model
                             fit_size=64)
     assert seen[1][0] == 64
     assert torch.allclose(seen[1][1], seen[0][1])  # the same (noisy) landmarks at the fit's resolution
+
+
+def test_lateral_candidates_move_the_fit_and_the_truth_off_their_line(face_model):
+    params, truth, region = truth_and_region(face_model)
+    fits = fake_fits(face_model, params)
+    config = OperatingPointConfig(line_points=(), lateral=2, lateral_std=(0.5, 0.5), pose_jitter=0.0, camera_jitter=0.0)
+    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
+    # positive, 2 fit stages, then 2 directions around each of: the fit, the placed truth, the halfway point
+    assert built.error_mm.shape == (2, 1 + 2 + 3 * 2)
+    fit_error = built.error_mm[:, 2:3]
+    around_fit, around_truth, around_half = built.error_mm[:, 3:5], built.error_mm[:, 5:7], built.error_mm[:, 7:9]
+    assert (around_truth > 0.05).all()  # moving the truth anywhere costs
+    assert (around_fit != fit_error).all() and (around_half > 0).all()
+    # the same offset moves each anchor: the vertex change is shared
+    offset_fit = built.vertices[:, 3] - face_model(fits.final).vertices
+    offset_truth = built.vertices[:, 5] - built.vertices[:, 0]
+    assert torch.allclose(offset_fit, offset_truth, atol=1e-6)
+    with pytest.raises(ValueError, match="lateral"):
+        OperatingPointConfig(lateral=-1)

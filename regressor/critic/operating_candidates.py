@@ -12,6 +12,10 @@ candidates are rendered through the *fitted* camera, each with its own small pos
   (``other_truths``): negatives with a true shape's statistics, so that the image, not how
   "fit-like" a shape looks, must tell them from the positive (session 6: a critic trained without
   them ranked the truth above the fit as well with a grey image as with the face's own);
+* lateral candidates (``lateral``): the final fit, the placed truth and the halfway point, each moved
+  along random shape and expression directions, so the critic learns the error landscape *around* the
+  fit and the truth and not only along the one line between them (session 7: every critic so far,
+  climbed from the fit, found directions the training line never showed, and the error grew);
 * ascent negatives that start from the final fit (``ascent_steps`` > 0): the current critic's score
   climbed on shape and expression, as fitting would follow it.
 
@@ -56,6 +60,11 @@ class OperatingPointConfig:
         ascent_steps / ascent_learning_rate: climb of the current critic from the final fit (0 = none).
         regressor_checkpoint: a RegressorModule checkpoint whose predictions join the candidates.
         weight: weight of this group's ranking loss, added to the objective's total.
+        lateral: random directions per anchor (final fit, placed truth, halfway point): each anchor moved by
+            the posed change of ``shape += lateral_std[0] * n``, ``expression += lateral_std[1] * n'`` at the
+            fit (0 = none).
+        lateral_std: per-coefficient std (basis-std units) of the shape and expression draws; each draw is
+            scaled by a uniform factor in (0.2, 1] so the lateral errors are graded.
         image_shuffle_weight: weight of the spread (variance) of one face's candidate scores when they are
             paired with *another* face's image (0 = off). A score that depends on the render alone, a shape
             prior, varies there; one that compares render and image has nothing to prefer. Session 6: a
@@ -77,12 +86,17 @@ class OperatingPointConfig:
     regressor_checkpoint: str | None = None
     weight: float = 1.0
     image_shuffle_weight: float = 0.0
+    lateral: int = 0
+    lateral_std: tuple[float, float] = (0.3, 0.3)
 
     def __post_init__(self) -> None:
+        self.lateral_std = tuple(float(t) for t in self.lateral_std)
         self.line_points = tuple(float(t) for t in self.line_points)
         self.other_truths = tuple(float(t) for t in self.other_truths)
-        if self.faces_per_step < 0 or self.ascent_steps < 0:
-            raise ValueError("OperatingPointConfig: faces_per_step and ascent_steps must be >= 0")
+        if self.faces_per_step < 0 or self.ascent_steps < 0 or self.lateral < 0:
+            raise ValueError("OperatingPointConfig: faces_per_step, ascent_steps and lateral must be >= 0")
+        if len(self.lateral_std) != 2 or min(self.lateral_std) < 0:
+            raise ValueError(f"OperatingPointConfig: lateral_std must be two stds >= 0, got {self.lateral_std}")
 
 
 @dataclass
@@ -107,6 +121,19 @@ def jitter(vertices: Tensor, camera: Tensor, pose_std: float, camera_std: float,
     return vertices, camera
 
 
+def lateral_offsets(face_model, fit, config: OperatingPointConfig, generator: torch.Generator) -> list[Tensor]:
+    """``config.lateral`` posed vertex offsets (B, V, 3) of random shape/expression moves at the fit."""
+    base = face_model(fit).vertices
+    offsets = []
+    for _ in range(config.lateral):
+        scale = 0.2 + 0.8 * torch.rand(fit.shape.shape[0], 1, generator=generator)
+        shape = config.lateral_std[0] * scale * torch.randn(fit.shape.shape, generator=generator)
+        expression = config.lateral_std[1] * scale * torch.randn(fit.expression.shape, generator=generator)
+        moved = replace(fit, shape=fit.shape + shape.to(fit.shape), expression=fit.expression + expression.to(fit.shape))
+        offsets.append(face_model(moved).vertices - base)
+    return offsets
+
+
 def operating_candidates(face_model, truth: Tensor, region: Tensor, fits: OperatingFits, config: OperatingPointConfig,
                          generator: torch.Generator, predictions: FaceParams | None = None, critic=None,
                          render=None, image: Tensor | None = None) -> OperatingCandidates:
@@ -126,6 +153,10 @@ def operating_candidates(face_model, truth: Tensor, region: Tensor, fits: Operat
             columns += [placed + t * (other - placed) for t in config.other_truths]
         if predictions is not None:
             columns.append(place_like(face_model(predictions).vertices, fitted[-1], region))
+        if config.lateral:
+            offsets = lateral_offsets(face_model, final, config, generator)
+            columns += [anchor + offset for anchor in (fitted[-1], placed, 0.5 * (fitted[-1] + placed))
+                        for offset in offsets]
     if config.ascent_steps and critic is not None:
         start = {"shape": final.shape, "expression": final.expression}
         end = climb(critic, face_model, render, image, final, start, torch.zeros_like(truth), config.ascent_steps,
