@@ -51,6 +51,7 @@ SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)
 GOALS = {"auc_2mm": ">= 0.95", "spearman": "<= -0.7", "topology_ratio": "< 0.1", "gradient_fraction": "> 0.5",
          **OPERATING_POINT_GOALS, **TOPOLOGY_GOALS}
 FIT_CACHE = "outputs/critic_fit_cache"
+FIT_SIZE = 64  # the no-critic fits of the operating-point figures are made at this size for every critic
 
 
 def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int):
@@ -175,8 +176,12 @@ def visible_vertices(vertices, faces, camera, image_size) -> torch.Tensor:
 
 
 def held_out_figures(critic, face_model, batch, op_faces: int, topology_faces: int, fit_cache: str | None,
-                     fit_steps_scale: float = 0.5) -> dict:
-    """The operating-point and topology figures on the first faces of ``batch`` (0 = skip)."""
+                     fit_steps_scale: float = 0.5, fit_size: int = FIT_SIZE) -> dict:
+    """The operating-point and topology figures on the first faces of ``batch`` (0 = skip).
+
+    The no-critic fits are made at ``fit_size`` whatever the critic's resolution, so critics of different
+    input sizes are measured at the same operating points (fitted parameters do not depend on the size).
+    """
     from regressor.synthetic.displacement import displace_landmarks
 
     renderer = critic.render_settings.renderer(image_size=batch.image.shape[-1])
@@ -188,12 +193,13 @@ def held_out_figures(critic, face_model, batch, op_faces: int, topology_faces: i
     if op_faces:
         sub = _batch_first(batch, op_faces)
         fits = cached_fits(face_model, sub.image, sub.landmarks, sub.landmarks_valid, sub.seeds, fit_cache,
-                           steps_scale=fit_steps_scale)
+                           steps_scale=fit_steps_scale, fit_size=fit_size)
         region = face_region(sub.vertices, now[:op_faces])
+        fit_landmarks = fits.landmarks * (sub.image.shape[-1] / fit_size)
         figures.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), sub.image,
-                                               sub.vertices, sub.params, fits.final, fits.landmarks, sub.landmarks_valid,
+                                               sub.vertices, sub.params, fits.final, fit_landmarks, sub.landmarks_valid,
                                                region))
-        figures["operating_point.fit"] = {"landmark_noise_px": 1.5, "steps_scale": fit_steps_scale,
+        figures["operating_point.fit"] = {"landmark_noise_px": 1.5, "steps_scale": fit_steps_scale, "size": fit_size,
                                           "config": "configs/fitting/no_critic.yaml", "stages": fits.stages}
     if topology_faces:
         n = topology_faces
@@ -203,14 +209,16 @@ def held_out_figures(critic, face_model, batch, op_faces: int, topology_faces: i
 
 
 def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient_steps: int = 30,
-        gradient_lr: float = 0.05, image_size: int = 64, seed_offset: int = 0, op_faces: int = 24,
+        gradient_lr: float = 0.05, image_size: int | None = None, seed_offset: int = 0, op_faces: int = 24,
         topology_faces: int = 12, fit_cache: str | None = FIT_CACHE) -> dict:
+    """All figures; ``image_size`` None = the critic's own input size (a 128 px critic sees 128 px images)."""
     from regressor.face_model import FaceModel
     from regressor.render import Renderer
 
     torch.manual_seed(0)
     start = time.time()
     critic = ShapeCritic.from_checkpoint(checkpoint)
+    image_size = image_size or critic.architecture["image_size"]
     face_model = FaceModel.builtin()
     renderer = critic.render_settings.renderer(image_size=image_size)
     faces = face_model.faces
@@ -251,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-lr", type=float, default=0.05)
     parser.add_argument("--op-faces", type=int, default=24, help="faces of the operating-point figures (0 = skip)")
     parser.add_argument("--topology-faces", type=int, default=12, help="faces of the topology.* figures (0 = skip)")
+    parser.add_argument("--image-size", type=int, default=None, help="image size (default: the critic's input size)")
     parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
     args = parser.parse_args(argv)
     figures = run(args.checkpoint, args.num_faces, args.gradient_faces, args.gradient_steps, args.gradient_lr,
-                  op_faces=args.op_faces, topology_faces=args.topology_faces, fit_cache=args.fit_cache or None)
+                  image_size=args.image_size, op_faces=args.op_faces, topology_faces=args.topology_faces,
+                  fit_cache=args.fit_cache or None)
     for key in ("auc_2mm", "spearman", "topology_ratio", "gradient_fraction"):
         print(f"{key:>20}: {figures[key]:.3f}   (goal {GOALS[key]})")
     print(f"{'gradient error':>20}: {figures['gradient_error_start_mm']:.2f} -> {figures['gradient_error_end_mm']:.2f} mm"

@@ -29,6 +29,8 @@ def test_benchmark_writes_the_four_metrics_with_valid_ranges(tmp_path, capsys):
     for key in ("operating_point.gradient_cosine_critic", "operating_point.gradient_cosine_landmarks"):
         assert -1.0 <= figures[key] <= 1.0, key
     assert figures["operating_point.num_faces"] == 2 and figures["topology.num_faces"] == 1
+    # the images are at the critic's own size; the fits at the shared fit size, whatever the critic's
+    assert figures["image_size"] == 32 and figures["operating_point.fit"]["size"] == 64
     printed = capsys.readouterr().out
     for name in ("auc_2mm", "spearman", "topology_ratio", "gradient_fraction"):
         assert name in printed
