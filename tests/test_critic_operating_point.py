@@ -213,26 +213,25 @@ def test_the_other_image_control_separates_a_prior_from_image_agreement(face_mod
 
 
 def test_fits_made_at_a_lower_resolution_are_shared_through_the_cache(face_model, tmp_path, monkeypatch):
-    """A 128 px critic reuses 64 px fits: images resampled, landmarks scaled, one cache entry for both sizes."""
+    """A 128 px critic's fits are made at 64 px: images area-resampled, landmarks scaled; the cache is keyed by
+    what the fitter sees, so 128 px images that resample to the 64 px ones reuse the 64 px fits."""
     import regressor.critic.fits as fits_module
 
     seen = []
 
     def fake_fit(face_model, images, landmarks, valid, scale, config_path, progress=False):
         seen.append((images.shape[-1], landmarks.clone()))
-        params = FaceParams.zeros(images.shape[0])
-        return OperatingFits(landmarks, ["final"], [params])
+        return OperatingFits(landmarks, ["final"], [FaceParams.zeros(images.shape[0])])
 
     monkeypatch.setattr(fits_module, "fit_operating_points", fake_fit)
-    model = face_model
     seeds = torch.tensor([3, 4])
-    landmarks = torch.full((2, 68, 2), 32.0)
-    fits_module.cached_fits(model, torch.rand(2, 3, 64, 64), landmarks, torch.ones(2, 68), seeds, tmp_path)
-    fits_module.cached_fits(model, torch.rand(2, 3, 128, 128), 2 * landmarks, torch.ones(2, 68), seeds, tmp_path,
-                            fit_size=64)
+    landmarks = torch.rand(2, 68, 2) * 64
+    small = torch.rand(2, 3, 64, 64)
+    large = torch.nn.functional.interpolate(small, scale_factor=2, mode="nearest")  # area-resamples back to small
+    fits_module.cached_fits(face_model, small, landmarks, torch.ones(2, 68), seeds, tmp_path)
+    fits_module.cached_fits(face_model, large, 2 * landmarks, torch.ones(2, 68), seeds, tmp_path, fit_size=64)
     assert len(seen) == 1 and seen[0][0] == 64  # the second call read the first one's fits
-    fits_module.cached_fits(model, torch.rand(2, 3, 128, 128), 2 * landmarks, torch.ones(2, 68), seeds, tmp_path / "b",
-                            fit_size=64)
+    fits_module.cached_fits(face_model, large, 2 * landmarks, torch.ones(2, 68), seeds, tmp_path / "b", fit_size=64)
     assert seen[1][0] == 64
     assert torch.allclose(seen[1][1], seen[0][1])  # the same (noisy) landmarks at the fit's resolution
 
@@ -254,3 +253,24 @@ def test_lateral_candidates_move_the_fit_and_the_truth_off_their_line(face_model
     assert torch.allclose(offset_fit, offset_truth, atol=1e-6)
     with pytest.raises(ValueError, match="lateral"):
         OperatingPointConfig(lateral=-1)
+
+
+def test_the_fit_cache_misses_when_the_same_seeds_show_other_faces(face_model, tmp_path, monkeypatch):
+    """Same seeds, other images or landmarks (another synthetic config): refit, never reuse the old fits."""
+    import regressor.critic.fits as fits_module
+
+    calls = []
+
+    def fake_fit(face_model, images, landmarks, valid, scale, config_path, progress=False):
+        calls.append(1)
+        return OperatingFits(landmarks, ["final"], [FaceParams.zeros(images.shape[0])])
+
+    monkeypatch.setattr(fits_module, "fit_operating_points", fake_fit)
+    seeds, valid = torch.tensor([3, 4]), torch.ones(2, 68)
+    images, landmarks = torch.full((2, 3, 32, 32), 0.5), torch.full((2, 68, 2), 16.0)
+    fits_module.cached_fits(face_model, images, landmarks, valid, seeds, tmp_path)
+    fits_module.cached_fits(face_model, images + 1e-7, landmarks + 1e-5, valid, seeds, tmp_path)  # float noise: hit
+    assert len(calls) == 1
+    fits_module.cached_fits(face_model, images, landmarks + 1.0, valid, seeds, tmp_path)  # other landmarks
+    fits_module.cached_fits(face_model, images * 0.5, landmarks, valid, seeds, tmp_path)  # other images
+    assert len(calls) == 3

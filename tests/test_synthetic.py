@@ -170,3 +170,18 @@ def test_config_round_trips_through_plain_dicts_and_rejects_unknown_keys():
     off = SyntheticConfig.model_only()
     assert not any(getattr(off, name) for name in SyntheticConfig.OUTSIDE_MODEL_SWITCHES)
     assert dataclasses.replace(off, yaw_max_deg=10.0).extra_geometry is False
+
+
+def test_a_shape_scale_range_scales_each_identity_and_leaves_everything_else():
+    from regressor.synthetic.sampling import sample_face_params
+
+    seeds = list(range(40))
+    plain = sample_face_params(seeds, SyntheticConfig(), 20, 10, 10)
+    scaled = sample_face_params(seeds, SyntheticConfig(shape_scale_range=[0.2, 1.5]), 20, 10, 10)
+    ratio = scaled.shape.norm(dim=1) / plain.shape.norm(dim=1)
+    assert torch.allclose(scaled.shape / ratio[:, None], plain.shape, atol=1e-5)  # the same direction per face
+    assert 0.2 <= ratio.min() and ratio.max() < 1.5 and ratio.max() - ratio.min() > 0.8
+    for name in ("expression", "global_pose", "jaw_pose", "albedo"):
+        assert torch.equal(getattr(scaled, name), getattr(plain, name)), name
+    with pytest.raises(ValueError, match="shape_scale_range"):
+        SyntheticConfig(shape_scale_range=(1.0, 0.5))

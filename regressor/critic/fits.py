@@ -109,7 +109,7 @@ def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: 
 
     ``fit_size``: fit at this resolution (images area-resampled, landmarks scaled; None = the images' own).
     The fitted parameters do not depend on the resolution (the camera is in NDC), so a 128 px critic can
-    reuse fits made at 64 px; the returned ``landmarks`` are at the fit's resolution.
+    be trained on fits made at 64 px (of its resampled images); the returned ``landmarks`` are at the fit's resolution.
     """
     config_path = NO_CRITIC_CONFIG if config_path is None else config_path
     if fit_size is not None and fit_size != images.shape[-1]:
@@ -120,7 +120,7 @@ def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: 
     if cache_dir is not None:
         key = json.dumps({"seeds": [int(s) for s in seeds], "sigma": sigma_px, "scale": steps_scale,
                           "config": Path(config_path).read_text(), "model": _model_digest(face_model),
-                          "size": int(images.shape[-1])}, sort_keys=True)
+                          "size": int(images.shape[-1]), "inputs": _input_digest(images, landmarks)}, sort_keys=True)
         path = Path(cache_dir) / f"fits_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
             return OperatingFits.from_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -131,6 +131,15 @@ def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: 
         torch.save(fits.to_dict(), tmp)
         os.replace(tmp, path)
     return fits
+
+
+def _input_digest(images: Tensor, landmarks: Tensor) -> str:
+    """Digest of what the fits see, rounded (0.01 px, 0.001 of mean intensity) so float noise does not miss the
+    cache: the same seeds rendered with another synthetic config (e.g. ``shape_scale_range``) must not reuse fits."""
+    digest = hashlib.sha1()
+    digest.update((landmarks.detach().cpu().double() * 100).round().long().numpy().tobytes())
+    digest.update((images.detach().cpu().double().mean(dim=(-1, -2)) * 1000).round().long().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _model_digest(face_model) -> str:

@@ -50,7 +50,8 @@ class OperatingPointConfig:
             a run pins it so that a later recalibration of the fitter does not change its candidates
             (or invalidate its fit cache) mid-training.
         fit_image_size: resolution the fits are made at (None = the training images'); a 128 px critic
-            can so reuse the cached 64 px fits (fitted parameters do not depend on the resolution).
+            is so measured at fits of the same quality as a 64 px one (fitted parameters do not depend on
+            the resolution, the fitter's cost does).
         landmark_noise_px: std of the noise on the landmarks the fits use.
         line_points: positions on the line final fit (0) -> placed truth (1) added as candidates.
         other_truths: positions on the line placed truth (0) -> another face's placed true shape (1)

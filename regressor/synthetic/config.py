@@ -22,6 +22,10 @@ class SyntheticConfig:
 
     # --- identity and expression (coefficients in units of the basis std) -------------------
     shape_std: float = 1.0
+    # per-face identity scale: each face's shape coefficients are multiplied by U(lo, hi) (None = off). Why: a
+    # critic trained on faces of one identity spread can rank by how far from the mean a shape is (fits are
+    # shrunk), a prior; with faces of every spread only the image says how much identity a face has.
+    shape_scale_range: tuple[float, float] | None = None
     expression_std: float = 0.6
     albedo_std: float = 1.0
     # --- articulation (degrees) ---------------------------------------------------------------
@@ -75,6 +79,9 @@ class SyntheticConfig:
             value = getattr(self, f.name)
             if isinstance(value, list):
                 setattr(self, f.name, tuple(value))
+        if self.shape_scale_range is not None and not 0 <= self.shape_scale_range[0] <= self.shape_scale_range[1]:
+            raise ValueError(f"SyntheticConfig.shape_scale_range must be (lo, hi) with 0 <= lo <= hi, "
+                             f"got {self.shape_scale_range}")
 
     # Every switch that adds something the albedo x SH model cannot explain.
     OUTSIDE_MODEL_SWITCHES = (

@@ -45,6 +45,8 @@ def sample_face_params(seeds: list[int], config: SyntheticConfig, n_shape: int, 
         jaw_side = torch.randn(2, generator=g) * c.jaw_side_std_deg
         gaze = (torch.rand(2, generator=g) * 2 - 1) * c.gaze_max_deg  # pitch, yaw shared by both eyes
         albedo = torch.randn(n_albedo, generator=g) * c.albedo_std
+        if c.shape_scale_range is not None:  # drawn last: every other parameter stays as without it
+            shape = shape * uniform(g, *c.shape_scale_range)
         rows.append(dict(
             shape=shape, expression=expression,
             global_pose=torch.tensor([pitch, yaw, roll]), neck_pose=neck,
