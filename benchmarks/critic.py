@@ -27,12 +27,12 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+
+from benchmarks.output import write_json
 
 from regressor.critic.negatives import NegativeGenerator, candidate_meshes, mesh_for_rendering, negative_types
 from regressor.critic.fits import cached_fits
@@ -282,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in figures["per_type"].items():
         auc_text = "  n/a" if t["auc"] is None else f"{t['auc']:.3f}"
         print(f"{name:>20}: auc {auc_text}  spearman {t['spearman']:+.3f}  error(mm) {t['mean_error_mm_by_severity']}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+    write_json(args.json, figures)
     return 0
 
 

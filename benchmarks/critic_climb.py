@@ -20,12 +20,12 @@ Choices are made on ``val``; ``test`` is for reporting. Session 7's figures: doc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+
+from benchmarks.output import write_json
 
 from regressor.critic.ascent import climb
 from regressor.critic.fits import cached_fits
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(improved {row['climb.improved_fraction']:.2f}); at the true pose {row['climb_true_pose.error_start_mm']:.3f}"
               f" -> {row['climb_true_pose.error_end_mm']:.3f} mm; truth beats another face's truth "
               f"{row['truth_beats_other_truth']:.2f}", flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from benchmarks.output import write_json
 from torch import Tensor
 
 from benchmarks.psl_common import FaceSet, face_set, score_meshes, summarise
@@ -282,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     out["wall_seconds"] = time.perf_counter() - start
     out["command"] = "OMP_NUM_THREADS=1 python -m benchmarks.fitting " + " ".join(argv if argv is not None else
                                                                                    __import__("sys").argv[1:])
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out, indent=1)
     return 0
 
 
