@@ -54,10 +54,10 @@ FIT_CACHE = "outputs/critic_fit_cache"
 FIT_SIZE = 64  # the no-critic fits of the operating-point figures are made at this size for every critic
 
 
-def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int):
+def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int, split: str = "test"):
     from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
 
-    seeds = [SPLIT_SEEDS["test"] + seed_offset + i for i in range(num_faces)]
+    seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_faces)]
     generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig())
     with torch.no_grad():
         return generator.generate(seeds), seeds
@@ -195,9 +195,8 @@ def held_out_figures(critic, face_model, batch, op_faces: int, topology_faces: i
         fits = cached_fits(face_model, sub.image, sub.landmarks, sub.landmarks_valid, sub.seeds, fit_cache,
                            steps_scale=fit_steps_scale, fit_size=fit_size)
         region = face_region(sub.vertices, now[:op_faces])
-        fit_landmarks = fits.landmarks * (sub.image.shape[-1] / fit_size)
         figures.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), sub.image,
-                                               sub.vertices, sub.params, fits.final, fit_landmarks, sub.landmarks_valid,
+                                               sub.vertices, sub.params, fits.final, fits.landmarks, sub.landmarks_valid,
                                                region))
         figures["operating_point.fit"] = {"landmark_noise_px": 1.5, "steps_scale": fit_steps_scale, "size": fit_size,
                                           "config": "configs/fitting/no_critic.yaml", "stages": fits.stages}

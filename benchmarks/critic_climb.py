@@ -41,12 +41,11 @@ FIT_SIZE = 64
 
 def load(face_model, split: str, num_faces: int, image_size: int, fit_cache: str | None):
     """(batch, face-region weights, no-critic fits) of the first ``num_faces`` faces of ``split``."""
+    from benchmarks.critic import load_faces
     from regressor.synthetic.displacement import displace_landmarks
-    from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
 
-    seeds = [SPLIT_SEEDS[split] + i for i in range(num_faces)]
+    batch, _ = load_faces(face_model, num_faces, image_size, 0, split)
     with torch.no_grad():
-        batch = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig()).generate(seeds)
         mesh = face_model(batch.params)
         now = displace_landmarks(mesh.now_landmarks3d, mesh.vertices, batch.displacement)
     fits = cached_fits(face_model, batch.image, batch.landmarks, batch.landmarks_valid, batch.seeds, fit_cache,

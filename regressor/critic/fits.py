@@ -109,12 +109,16 @@ def cached_fits(face_model, images: Tensor, landmarks: Tensor, landmarks_valid: 
 
     ``fit_size``: fit at this resolution (images area-resampled, landmarks scaled; None = the images' own).
     The fitted parameters do not depend on the resolution (the camera is in NDC), so a 128 px critic can
-    be trained on fits made at 64 px (of its resampled images); the returned ``landmarks`` are at the fit's resolution.
+    be trained on fits made at 64 px (of its resampled images); the returned ``landmarks`` are at the images' own
+    resolution, as given.
     """
     config_path = NO_CRITIC_CONFIG if config_path is None else config_path
     if fit_size is not None and fit_size != images.shape[-1]:
-        landmarks = landmarks * (fit_size / images.shape[-1])
-        images = torch.nn.functional.interpolate(images, size=(fit_size, fit_size), mode="area")
+        ratio = fit_size / images.shape[-1]
+        fits = cached_fits(face_model, torch.nn.functional.interpolate(images, size=(fit_size, fit_size), mode="area"),
+                           landmarks * ratio, landmarks_valid, seeds, cache_dir, sigma_px, steps_scale, config_path,
+                           progress)
+        return OperatingFits(fits.landmarks / ratio, fits.stages, fits.params)
     noisy = noisy_landmarks(landmarks, sigma_px, seeds)
     path = None
     if cache_dir is not None:

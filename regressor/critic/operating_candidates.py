@@ -122,9 +122,10 @@ def jitter(vertices: Tensor, camera: Tensor, pose_std: float, camera_std: float,
     return vertices, camera
 
 
-def lateral_offsets(face_model, fit, config: OperatingPointConfig, generator: torch.Generator) -> list[Tensor]:
-    """``config.lateral`` posed vertex offsets (B, V, 3) of random shape/expression moves at the fit."""
-    base = face_model(fit).vertices
+def lateral_offsets(face_model, fit, base: Tensor, config: OperatingPointConfig,
+                    generator: torch.Generator) -> list[Tensor]:
+    """``config.lateral`` posed vertex offsets (B, V, 3) of random shape/expression moves at the fit
+    (``base``: the fit's own vertices)."""
     offsets = []
     for _ in range(config.lateral):
         scale = 0.2 + 0.8 * torch.rand(fit.shape.shape[0], 1, generator=generator)
@@ -155,7 +156,7 @@ def operating_candidates(face_model, truth: Tensor, region: Tensor, fits: Operat
         if predictions is not None:
             columns.append(place_like(face_model(predictions).vertices, fitted[-1], region))
         if config.lateral:
-            offsets = lateral_offsets(face_model, final, config, generator)
+            offsets = lateral_offsets(face_model, final, fitted[-1], config, generator)
             columns += [anchor + offset for anchor in (fitted[-1], placed, 0.5 * (fitted[-1] + placed))
                         for offset in offsets]
     if config.ascent_steps and critic is not None:

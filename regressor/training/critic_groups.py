@@ -155,9 +155,8 @@ def validation_figures(critic, face_model, renderer, batch: dict, op_faces: int,
         fits = cached_fits(face_model, image[:n].cpu(), points[:n].cpu(), valid, seeds[:n].cpu(), fit_cache,
                            steps_scale=fit_steps_scale, config_path=fit_config, fit_size=fit_size)
         fitted = fits.final.to(image.device)
-        fit_landmarks = fits.landmarks.to(image.device) * (image.shape[-1] / (fit_size or image.shape[-1]))
         out.update(operating_point_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), image[:n],
-                                           vertices[:n], params[:n], fitted, fit_landmarks,
+                                           vertices[:n], params[:n], fitted, fits.landmarks.to(image.device),
                                            valid.to(image.device), face_region(vertices[:n], now[:n])))
     if topology_faces:
         n = min(topology_faces, image.shape[0])
