@@ -54,11 +54,13 @@ FIT_CACHE = "outputs/critic_fit_cache"
 FIT_SIZE = 64  # the no-critic fits of the operating-point figures are made at this size for every critic
 
 
-def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int, split: str = "test"):
+def load_faces(face_model, num_faces: int, image_size: int, seed_offset: int, split: str = "test",
+               synthetic: str = "default"):
+    """The first ``num_faces`` faces of ``split`` rendered with ``SyntheticConfig.preset(synthetic)``, and their seeds."""
     from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
 
     seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_faces)]
-    generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig())
+    generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig.preset(synthetic))
     with torch.no_grad():
         return generator.generate(seeds), seeds
 

@@ -3,7 +3,7 @@
 ``python -m benchmarks.critic_climb --checkpoint A.pt [B.pt ...] --split val --num-faces 32 --json PATH``
 
 The perceptual loss can only help fitting if raising the critic's score moves a fit towards the truth.
-For every critic, on ``--num-faces`` synthetic faces of ``--split`` and their cached no-critic fits (noisy
+For every critic, on ``--num-faces`` synthetic faces of ``--split`` (rendered as ``--synthetic`` says) and their cached no-critic fits (noisy
 landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
 
 * ``climb.error_start_mm`` / ``climb.error_end_mm``: median Procrustes-aligned face-region error of the fit
@@ -39,12 +39,12 @@ FIT_CACHE = "outputs/critic_fit_cache"
 FIT_SIZE = 64
 
 
-def load(face_model, split: str, num_faces: int, image_size: int, fit_cache: str | None):
+def load(face_model, split: str, num_faces: int, image_size: int, fit_cache: str | None, synthetic: str = "default"):
     """(batch, face-region weights, no-critic fits) of the first ``num_faces`` faces of ``split``."""
     from benchmarks.critic import load_faces
     from regressor.synthetic.displacement import displace_landmarks
 
-    batch, _ = load_faces(face_model, num_faces, image_size, 0, split)
+    batch, _ = load_faces(face_model, num_faces, image_size, 0, split, synthetic)
     with torch.no_grad():
         mesh = face_model(batch.params)
         now = displace_landmarks(mesh.now_landmarks3d, mesh.vertices, batch.displacement)
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-faces", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--synthetic", default="default",
+                        help="image distribution: default | model_only | model_only+<switch>... (SyntheticConfig.preset)")
     parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -105,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         size = ShapeCritic.from_checkpoint(checkpoint).architecture["image_size"]
         if size not in data_by_size:
-            data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None)
+            data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
+                                      args.synthetic)
         row = measure(checkpoint, face_model, data_by_size[size], args.steps, args.lr)
-        row.update(split=args.split, num_faces=args.num_faces, steps=args.steps, lr=args.lr,
+        row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, steps=args.steps, lr=args.lr,
                    seconds=round(time.time() - start, 1))
         results.append(row)
         print(f"{checkpoint} [{size} px]: climb {row['climb.error_start_mm']:.3f} -> {row['climb.error_end_mm']:.3f} mm "

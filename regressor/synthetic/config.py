@@ -101,6 +101,22 @@ class SyntheticConfig:
         return cls(**off)
 
     @classmethod
+    def preset(cls, name: str) -> "SyntheticConfig":
+        """A named image distribution for benchmarks' ``--synthetic``: ``default``, ``model_only``, or
+        ``model_only+<switch>[+<switch>...]`` (model-only images with some ``OUTSIDE_MODEL_SWITCHES`` on again).
+
+        Why: measuring one effect at a time says which of them hides the shape from the image.
+        """
+        if name == "default":
+            return cls()
+        first, *switches = name.split("+")
+        unknown = [s for s in switches if s not in cls.OUTSIDE_MODEL_SWITCHES]
+        if first != "model_only" or unknown:
+            raise ValueError(f"synthetic preset {name!r}: expected 'default', 'model_only' or 'model_only+<switch>...' "
+                             f"with switches from {list(cls.OUTSIDE_MODEL_SWITCHES)}")
+        return cls.model_only(**{s: True for s in switches})
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SyntheticConfig":
         """Build from a (yaml) dict; unknown keys are an error naming them."""
         known = {f.name for f in fields(cls)}
