@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--synthetic", default="default",
-                        help="image distribution: default | model_only | model_only+<switch>... (SyntheticConfig.preset)")
+                        help="image distribution: default[-<switch>...] | model_only[+<switch>...] (SyntheticConfig.preset)")
     parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

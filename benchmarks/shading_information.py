@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", nargs="+", default=["default", "model_only"],
-                        help="image distributions: default | model_only | model_only+<switch>... (SyntheticConfig.preset)")
+                        help="image distributions: default[-<switch>...] | model_only[+<switch>...] (SyntheticConfig.preset)")
     parser.add_argument("--split", default="val", choices=sorted(SPLIT_SEEDS))
     parser.add_argument("--num-faces", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=64)

@@ -20,7 +20,9 @@ def test_presets_switch_on_only_the_named_effects():
     assert SyntheticConfig.preset("model_only") == SyntheticConfig.model_only()
     one = SyntheticConfig.preset("model_only+ambient_occlusion+jpeg")
     assert one.ambient_occlusion and one.jpeg and not one.shadows and not one.facial_features
-    for bad in ("modelonly", "model_only+ambient", "default+jpeg"):
+    fewer = SyntheticConfig.preset("default-ambient_occlusion-facial_features")
+    assert not fewer.ambient_occlusion and not fewer.facial_features and fewer.shadows and fewer.jpeg
+    for bad in ("modelonly", "model_only+ambient", "default+jpeg", "default-glitter", "model_only-jpeg"):
         with pytest.raises(ValueError, match="synthetic preset"):
             SyntheticConfig.preset(bad)
 

@@ -102,18 +102,19 @@ class SyntheticConfig:
 
     @classmethod
     def preset(cls, name: str) -> "SyntheticConfig":
-        """A named image distribution for benchmarks' ``--synthetic``: ``default``, ``model_only``, or
-        ``model_only+<switch>[+<switch>...]`` (model-only images with some ``OUTSIDE_MODEL_SWITCHES`` on again).
+        """A named image distribution for benchmarks' ``--synthetic``: ``default``, ``default-<switch>[-<switch>...]``
+        (some ``OUTSIDE_MODEL_SWITCHES`` off), ``model_only`` or ``model_only+<switch>[+<switch>...]`` (some on again).
 
-        Why: measuring one effect at a time says which of them hides the shape from the image.
+        Why: switching effects on or off one at a time says which of them hides the shape from the image.
         """
-        if name == "default":
-            return cls()
-        first, *switches = name.split("+")
+        base, sign = ("default", "-") if name.startswith("default") else ("model_only", "+")
+        first, *switches = name.split(sign)
         unknown = [s for s in switches if s not in cls.OUTSIDE_MODEL_SWITCHES]
-        if first != "model_only" or unknown:
-            raise ValueError(f"synthetic preset {name!r}: expected 'default', 'model_only' or 'model_only+<switch>...' "
+        if first != base or unknown:
+            raise ValueError(f"synthetic preset {name!r}: expected 'default[-<switch>...]' or 'model_only[+<switch>...]' "
                              f"with switches from {list(cls.OUTSIDE_MODEL_SWITCHES)}")
+        if base == "default":
+            return cls(**{s: False for s in switches})
         return cls.model_only(**{s: True for s in switches})
 
     @classmethod
