@@ -23,23 +23,34 @@ from regressor.face_model.protocol import FaceModelProtocol
 from regressor.synthetic.splits import SPLIT_SEEDS
 
 
+def synthetic_config(synthetic: dict[str, Any] | str | None):
+    """``SyntheticConfig`` of a data module's ``synthetic`` argument: overrides, a preset name, or None (defaults)."""
+    from regressor.synthetic.config import SyntheticConfig
+
+    if isinstance(synthetic, str):
+        return SyntheticConfig.preset(synthetic)
+    return SyntheticConfig.from_dict(synthetic or {})
+
+
 class SyntheticPool(Dataset):
     """``num_samples`` synthetic faces of one split, generated once and kept in memory.
 
     Args:
         face_model: the FaceModel the generator uses.
         num_samples, image_size, split, seed_offset: which seeds (see module docstring).
-        synthetic: ``SyntheticConfig`` keyword overrides (None = its defaults).
+        synthetic: ``SyntheticConfig`` keyword overrides (None = its defaults) or a preset name
+            (``SyntheticConfig.preset``: ``model_only``, ``default-ambient_occlusion``, ...).
         chunk: how many faces ``generate`` renders per call.
         cache_dir: if given, the pool is saved there (keyed by seeds, size and config) and
             reloaded by later runs instead of being generated again.
     """
 
     def __init__(self, face_model, num_samples: int, image_size: int = 64, split: str = "critic_train",
-                 seed_offset: int = 0, synthetic: dict[str, Any] | None = None, chunk: int = 32,
+                 seed_offset: int = 0, synthetic: dict[str, Any] | str | None = None, chunk: int = 32,
                  cache_dir: str | None = None) -> None:
         if split not in SPLIT_SEEDS:
             raise ValueError(f"unknown split {split!r}; known: {sorted(SPLIT_SEEDS)}")
+        synthetic_config(synthetic)  # a misspelled key or preset fails before any generation
         self.seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_samples)]
         key = json.dumps([split, seed_offset, num_samples, image_size, synthetic or {}, _fingerprint(face_model)],
                          sort_keys=True)
@@ -55,11 +66,11 @@ class SyntheticPool(Dataset):
             torch.save({"images": self.images, "vertices": self.vertices, "params": self.params, "key": key}, tmp)
             os.replace(tmp, path)
 
-    def _generate(self, face_model, image_size: int, synthetic: dict[str, Any] | None, chunk: int) -> None:
-        from regressor.synthetic.generator import SyntheticConfig, SyntheticFaceGenerator
+    def _generate(self, face_model, image_size: int, synthetic: dict[str, Any] | str | None, chunk: int) -> None:
+        from regressor.synthetic.generator import SyntheticFaceGenerator
 
         num_samples = len(self.seeds)
-        generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig(**(synthetic or {})))
+        generator = SyntheticFaceGenerator(face_model, image_size, synthetic_config(synthetic))
         images, vertices, params = [], [], []
         with torch.no_grad():
             for i in range(0, num_samples, chunk):
@@ -103,14 +114,15 @@ class CriticDataModule(pl.LightningDataModule):
         train_samples / val_samples: pool sizes (seeds from ``critic_train`` / ``critic_val``).
         image_size: synthetic image size (px); the critic resizes to its own size.
         batch_size: faces per step (each brings 1 + num_negatives candidates).
-        synthetic: ``SyntheticConfig`` overrides, e.g. ``{extra_geometry: true}``.
+        synthetic: ``SyntheticConfig`` overrides, e.g. ``{extra_geometry: true}``, or a preset name
+            (``SyntheticConfig.preset``), e.g. ``model_only``.
         face_model: the face model of the synthetic faces (default: the built-in stand-in); the CLI
             links the config's top-level ``face_model`` here and into the critic module.
         cache_dir: where generated pools are kept between runs (None = regenerate every run).
     """
 
     def __init__(self, train_samples: int = 2048, val_samples: int = 128, image_size: int = 64,
-                 batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | None = None,
+                 batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | str | None = None,
                  face_model: Optional[FaceModelProtocol] = None, num_workers: int = 0,
                  cache_dir: str | None = "outputs/critic_pool_cache") -> None:
         super().__init__()
