@@ -56,7 +56,7 @@ class SyntheticConfig:
     multi_light: bool = True  # 1..max_lights clamped-cosine lights (else: render the SH of params.light)
     specular: bool = True  # Blinn-Phong
     ambient_occlusion: bool = True  # screen-space, from the depth buffer
-    shadows: bool = True  # shadow map from the key light
+    shadows: bool = True  # shadow map from the key light (acts only with multi_light: the SH render has no key light)
     colour_cast: bool = True  # light colours and camera white balance
     tone_curve: bool = True  # exposure and gamma (non-linear in the shading)
     mouth_interior: bool = True  # dark inside of the mouth instead of a see-through hole
