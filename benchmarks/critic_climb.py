@@ -53,9 +53,14 @@ def load(face_model, split: str, num_faces: int, image_size: int, fit_cache: str
     return batch, face_region(batch.vertices, now), fits
 
 
+def params_error_mm(face_model, params, truth, region):
+    """(B,) Procrustes-aligned face-region error (mm) of the meshes of ``params`` against ``truth`` (B, V, 3)."""
+    return aligned_face_error_mm(face_model(params).vertices[:, None], truth, region)[:, 0]
+
+
 def climb_figures(critic, face_model, render, image, truth, region, start, steps: int, lr: float) -> dict:
     """Median aligned error before/after climbing the score alone from ``start``, and the share improved."""
-    error = lambda params: aligned_face_error_mm(face_model(params).vertices[:, None], truth, region)[:, 0]  # noqa: E731
+    error = lambda params: params_error_mm(face_model, params, truth, region)  # noqa: E731
     with torch.no_grad():
         before = error(start)
     end = climb(critic, face_model, render, image, start, {"shape": start.shape, "expression": start.expression},

@@ -28,9 +28,9 @@ import time
 import torch
 from torch import Tensor
 
-from benchmarks.critic_climb import FIT_CACHE, load
+from benchmarks.critic_climb import FIT_CACHE, load, params_error_mm
 from benchmarks.output import write_json
-from regressor.critic.target import aligned_face_error_mm
+from regressor.losses.photometric import pixel_error
 from regressor.pipeline import render_params
 from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.types import FaceParams, replace
@@ -41,8 +41,8 @@ CLIMBED = ("shape", "expression", "albedo", "light")
 def photometric_error(face_model, renderer, params: FaceParams, image: Tensor) -> Tensor:
     """(B,) masked L1 between the image and the albedo x SH render of ``params``, per face."""
     _, renders = render_params(face_model, renderer, params)
-    difference = (image - renders.albedo_shaded).abs().mean(dim=1, keepdim=True) * renders.mask
-    return difference.flatten(1).sum(1) / renders.mask.flatten(1).sum(1).clamp_min(1.0)
+    masked = pixel_error(image, renders.albedo_shaded) * renders.mask
+    return masked.flatten(1).sum(1) / renders.mask.flatten(1).sum(1).clamp_min(1.0)
 
 
 def photometric_climb(face_model, renderer, image: Tensor, start: FaceParams, steps: int, lr: float) -> FaceParams:
@@ -63,7 +63,7 @@ def measure(face_model, data, steps: int, lr: float) -> dict:
     batch, region, fits = data
     renderer = Renderer(image_size=batch.image.shape[-1])
     truth, fit = batch.params, fits.final
-    error = lambda params: aligned_face_error_mm(face_model(params).vertices[:, None], batch.vertices, region)[:, 0]  # noqa: E731
+    error = lambda params: params_error_mm(face_model, params, batch.vertices, region)  # noqa: E731
     shape_of_fit = dict(shape=fit.shape, expression=fit.expression, jaw_pose=fit.jaw_pose)
     with torch.no_grad():
         fit_true_appearance = photometric_error(face_model, renderer, replace(truth, **shape_of_fit), batch.image)

@@ -8,6 +8,12 @@ from regressor.losses import LossTerm, register_loss
 from regressor.types import LossInputs
 
 
+def pixel_error(image: Tensor, render: Tensor, norm: str = "l1") -> Tensor:
+    """(B, 1, H, W) per-pixel L1 (or squared) error between ``image`` and ``render``, averaged over channels."""
+    difference = image - render
+    return (difference.abs() if norm == "l1" else difference.square()).mean(dim=1, keepdim=True)
+
+
 @register_loss("photometric")
 class PhotometricLoss(LossTerm):
     """Masked L1 or L2 between ``batch.image`` and ``renders.albedo_shaded``.
@@ -46,9 +52,7 @@ class PhotometricLoss(LossTerm):
         mask = inputs.renders.mask
         if self.use_batch_mask and inputs.batch.mask is not None:
             mask = mask * inputs.batch.mask.to(mask.dtype)
-        difference = image - render
-        error = difference.abs() if self.norm == "l1" else difference.square()
-        error = error.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        error = pixel_error(image, render, self.norm)
         if self.trim > 0:
             mask = mask * self._inlier_mask(error.detach(), mask)
         return (error * mask).sum() / mask.sum().clamp_min(1.0)

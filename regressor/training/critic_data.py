@@ -50,27 +50,28 @@ class SyntheticPool(Dataset):
                  cache_dir: str | None = None) -> None:
         if split not in SPLIT_SEEDS:
             raise ValueError(f"unknown split {split!r}; known: {sorted(SPLIT_SEEDS)}")
-        synthetic_config(synthetic)  # a misspelled key or preset fails before any generation
+        config = synthetic_config(synthetic)  # a misspelled key or preset fails before any generation
         self.seeds = [SPLIT_SEEDS[split] + seed_offset + i for i in range(num_samples)]
-        key = json.dumps([split, seed_offset, num_samples, image_size, synthetic or {}, _fingerprint(face_model)],
+        # keyed by the resolved config: a preset and its spelled-out overrides share one pool
+        key = json.dumps([split, seed_offset, num_samples, image_size, config.to_dict(), _fingerprint(face_model)],
                          sort_keys=True)
         path = Path(cache_dir) / f"pool_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt" if cache_dir else None
         if path is not None and path.is_file():
             stored = torch.load(path, weights_only=True)
             self.images, self.vertices, self.params = stored["images"], stored["vertices"], stored["params"]
             return
-        self._generate(face_model, image_size, synthetic, chunk)
+        self._generate(face_model, image_size, config, chunk)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save({"images": self.images, "vertices": self.vertices, "params": self.params, "key": key}, tmp)
             os.replace(tmp, path)
 
-    def _generate(self, face_model, image_size: int, synthetic: dict[str, Any] | str | None, chunk: int) -> None:
+    def _generate(self, face_model, image_size: int, config, chunk: int) -> None:
         from regressor.synthetic.generator import SyntheticFaceGenerator
 
         num_samples = len(self.seeds)
-        generator = SyntheticFaceGenerator(face_model, image_size, synthetic_config(synthetic))
+        generator = SyntheticFaceGenerator(face_model, image_size, config)
         images, vertices, params = [], [], []
         with torch.no_grad():
             for i in range(0, num_samples, chunk):
