@@ -9,10 +9,16 @@ STAMP  := $(VENV)/.installed
 venv: $(STAMP)
 
 # The venv is rebuilt when the dependency pins change (setup.cfg / constraints.txt).
+# Registry downloads can break off mid-file (torch is ~530 MB): pip resumes a download many times, and
+# the whole step is retried with a pause, so one flaky connection does not fail a fresh install.
+PIP_NET := --retries 10 --timeout 60
+RETRY   := n=1; until
+RETRY_END = ; do [ $$n -ge 4 ] && exit 1; echo "pip failed (attempt $$n of 4), retrying in 20 s" >&2; n=$$((n+1)); sleep 20; done
+
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip wheel setuptools
-	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	$(RETRY) $(PY) -m pip install $(PIP_NET) -q --upgrade pip wheel setuptools $(RETRY_END)
+	$(RETRY) $(PY) -m pip install $(PIP_NET) --resume-retries 50 -c constraints.txt -e '.[dev]' $(RETRY_END)
 	@touch $(STAMP)
 
 test: venv
@@ -23,7 +29,7 @@ demo: venv
 
 # Optional offline landmark detector (dlib + packaged 68-point predictor), see issue 9 / docs.
 detect: venv
-	$(PY) -m pip install -c constraints.txt -e '.[detect]'
+	$(RETRY) $(PY) -m pip install $(PIP_NET) --resume-retries 50 -c constraints.txt -e '.[detect]' $(RETRY_END)
 
 clean-venv:
 	rm -rf $(VENV)
