@@ -103,6 +103,30 @@ def test_a_silhouette_only_critic_fails_the_topology_figures(head):
                                vertices[None], model.faces, now[None], landmarks[None], camera)
     assert figures["topology.true_wins_fraction"] < 0.8
     assert figures["topology.face_mask_auc"] < 0.9 or figures["topology.smoothing_spearman"] > -0.7
+    # the diagnosis names the blind spot: depth along the view axis leaves a weak-perspective silhouette as it is
+    beaten_by = figures["topology.beaten_by"]
+    assert beaten_by["depth_flatten"] == 1.0 and beaten_by["depth_exaggerate"] == 1.0
+    assert all(share is None or 0.0 <= share <= 1.0 for share in beaten_by.values())
+
+
+def test_the_critic_topology_benchmark_writes_figures_for_several_critics(tmp_path, capsys):
+    import json
+
+    from benchmarks.critic_topology import main
+    from regressor.critic.network import ShapeCritic
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(str(tmp_path / f"critic{seed}.pt"))
+        ShapeCritic("resnet10t", SIZE, {"channels": [8, 8, 16, 16], "stem_width": 8}).save_checkpoint(paths[-1], {})
+    out = tmp_path / "topology.json"
+    assert main(["--checkpoint", *paths, "--num-faces", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [row["checkpoint"] for row in rows] == paths and rows[0]["topology.num_faces"] == 1
+    for row in rows:
+        assert 0.0 <= row["topology.true_wins_fraction"] <= 1.0 and "depth_flatten" in row["topology.beaten_by"]
+    assert "beaten by" in capsys.readouterr().out
 
 
 def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
@@ -124,3 +148,24 @@ def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
     assert surface.grad.abs().sum() > 0  # the gradient reaches the mesh's own vertices
     with pytest.raises(ValueError):
         loss.score_mesh(image, surface.detach(), mask.faces, camera[:1])  # one camera for two meshes
+
+
+def test_topology_negative_weights_steer_the_drawn_types():
+    from regressor.training.critic_groups import TopologyConfig
+
+    config = TopologyConfig(negative_weights={"depth_exaggerate": 3.0, "depth_flatten": 1.0})
+    drawn = config.draw_negative_types(400, torch.Generator().manual_seed(0))
+    assert set(drawn) == {"depth_exaggerate", "depth_flatten"}
+    assert 0.65 < drawn.count("depth_exaggerate") / len(drawn) < 0.85
+    uniform = TopologyConfig().draw_negative_types(400, torch.Generator().manual_seed(0))
+    assert set(uniform) == set(geometry_negatives.geometry_negative_types())
+
+
+@pytest.mark.parametrize("weights, message", [({"depth_stretch": 1.0}, "unknown types"),
+                                              ({"depth_flatten": 0.0}, "positive sum"),
+                                              ({"depth_flatten": -1.0, "bump": 2.0}, "weights >= 0")])
+def test_topology_negative_weights_refuse_bad_entries(weights, message):
+    from regressor.training.critic_groups import TopologyConfig
+
+    with pytest.raises(ValueError, match=message):
+        TopologyConfig(negative_weights=weights)

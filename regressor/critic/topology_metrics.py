@@ -11,6 +11,9 @@ decimation that training never uses), the true surface and its same-topology neg
   and both smoothing types, per image and variant, averaged. Goal <= -0.7.
 * ``topology.true_wins_fraction``: share of (image, variant) pairs where the true surface outscores
   every negative whose error is >= 1 mm (smaller ones are near-ties). Goal >= 0.8.
+* ``topology.beaten_by``: per negative type, the share of (image, variant) pairs where one of its
+  negatives with error >= 1 mm outscores the true surface (None: the type never reaches 1 mm). It says
+  which kind of shape error a critic cannot see, the diagnosis behind a low true-wins fraction.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def topology_figures(critic, renderer, image: Tensor, vertices: Tensor, faces: T
     positives: dict[str, list] = {v: [] for v in variants}
     hard: dict[str, list] = {v: [] for v in variants}
     spearmans, wins = [], []
+    beaten_by: dict[str, list[bool]] = {t: [] for t in types}
     try:
         for i in range(image.shape[0]):
             generator = torch.Generator().manual_seed(seed * 100_003 + i)
@@ -66,8 +70,14 @@ def topology_figures(critic, renderer, image: Tensor, vertices: Tensor, faces: T
                 rows = torch.isin(candidates.type_index, torch.tensor(smoothing))
                 rows[0] = True
                 spearmans.append(spearman(scores[rows], candidates.severity[rows]))
-                beaten = scores[1:][error[1:] >= WIN_ERROR_MM]
+                counted = error >= WIN_ERROR_MM
+                counted[0] = False
+                beaten = scores[counted]
                 wins.append(bool(beaten.numel() == 0 or scores[0] > beaten.max()))
+                for t, name in enumerate(types):
+                    rows = counted & (candidates.type_index == t)
+                    if rows.any():
+                        beaten_by[name].append(bool((scores[rows] >= scores[0]).any()))
     finally:
         critic.train(was_training)
     out = {}
@@ -77,6 +87,7 @@ def topology_figures(critic, renderer, image: Tensor, vertices: Tensor, faces: T
         out[f"{name}_negatives"] = int(sum(len(h) for h in hard[kind]))
     out["topology.smoothing_spearman"] = float(torch.tensor(spearmans).nanmean())
     out["topology.true_wins_fraction"] = float(torch.tensor(wins, dtype=torch.float).mean())
+    out["topology.beaten_by"] = {name: (sum(hits) / len(hits) if hits else None) for name, hits in beaten_by.items()}
     out["topology.num_faces"] = int(image.shape[0])
     out["topology.variants"] = list(variants)
     return out
