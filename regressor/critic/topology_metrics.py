@@ -38,7 +38,10 @@ def score_surface_candidates(critic, renderer, image: Tensor, candidates, camera
     """(C,) scores of one face's candidates (one image (3, H, W), one camera (3,))."""
     c = candidates.vertices.shape[0]
     renders = renderer(mesh_for_rendering(candidates.vertices, candidates.faces), camera[None].expand(c, 3))
-    return critic(image[None].expand(c, -1, -1, -1), renders.shaded)
+    images = image[None].expand(c, -1, -1, -1)
+    if getattr(critic, "takes_renders", False):  # a reference scorer (``light_fit.LightFitScorer``) reads normals
+        return critic(images, renders)
+    return critic(images, renders.shaded)
 
 
 @torch.no_grad()
