@@ -26,3 +26,15 @@ def test_the_benchmark_writes_both_measures(tmp_path, capsys):
         assert figures[name]["mean"] > 0 and figures[name]["r2"] <= 1.0
         assert figures[name]["residual"] >= 0 and figures[name]["spread"] > 0
     assert "nose_protrusion" in capsys.readouterr().out
+
+
+def test_the_regressor_reading_is_measured_beside_the_mean_face(tmp_path, capsys):
+    out = tmp_path / "prior.json"
+    assert main(["--faces", "300", "--regressor", "checkpoints/regressor.ckpt", "--num-faces", "4",
+                 "--json", str(out)]) == 0
+    reading = json.loads(out.read_text())["reading"]
+    for reader in ("regressor", "mean_face"):
+        row = reading[f"{reader}.nose_protrusion"]
+        assert row["relative_error_std"] > 0 and 0.0 <= row["within_5_percent"] <= 1.0
+    assert reading["regressor.nose_protrusion"] != reading["mean_face.nose_protrusion"]
+    assert "mean_face.nose_protrusion on 4 val faces" in capsys.readouterr().out
