@@ -22,7 +22,7 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
    the no-critic fitter on noisy landmarks (σ 1.5 px; ``regressor.critic.fits``, cached under
    ``--fit-cache``), on ``--op-faces`` faces; definitions and goals in ``regressor.critic.operating_point``.
 6. ``topology.*`` (issue 18): face-only masks and decimated heads never used in training, against
-   their same-topology negatives, on ``--topology-faces`` faces; see ``regressor.critic.topology_metrics``.
+   their same-topology negatives, on ``--topology-faces`` faces; see ``benchmarks.topology.topology_metrics``.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from regressor.critic.operating_point import GOALS as OPERATING_POINT_GOALS
 from regressor.critic.operating_point import operating_point_figures, vertex_renderer
 from regressor.critic.probe import gradient_probe
 from regressor.critic.target import face_region
-from regressor.critic.topology_metrics import GOALS as TOPOLOGY_GOALS
-from regressor.critic.topology_metrics import topology_figures as surface_topology_figures
+from benchmarks.topology.topology_metrics import GOALS as TOPOLOGY_GOALS
+from benchmarks.topology.topology_metrics import topology_figures as surface_topology_figures
 from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.critic.network import ShapeCritic
 from regressor.critic.objective import auc, spearman

@@ -14,8 +14,14 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
   camera: if only this one helped, the fitted pose would be what misleads the critic.
 * ``truth_beats_other_truth``: the true shape placed at the fitted pose outscores another face's true shape
   placed there, with the face's own image. No shape prior separates the two: this measures image reading.
+* ``gradient_cosine`` / ``gradient_cosine_other_image``: cosine of the critic's ascent direction at the fit
+  with truth - fit, with the face's own image and with another face's (``--metric``; ``@parameter`` and
+  ``@geometric`` give both metrics), and ``landmark_cosine``: the same for the landmark term's descent.
+* ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
+  >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
+  ``truth_beats_other_truth`` >= 0.85).
 
-Choices are made on ``val``; ``test`` is for reporting. Session 7's figures: docs/results/critic_retraining.md.
+Choices are made on ``val``; ``test`` is for reporting.
 """
 from __future__ import annotations
 
@@ -25,15 +31,19 @@ import time
 
 import torch
 
+from torch import Tensor
+
 from benchmarks.output import write_json
 
-from regressor.critic.ascent import climb
 from regressor.critic.fits import cached_fits
+from regressor.critic.gradient import CLIMBED_FIELDS, METRICS, direction_to_truth, metric_cosine, metric_weights
+from regressor.critic.gradient_figures import climb_figures, gate_figures, params_error_mm  # noqa: F401 (re-export)
 from regressor.critic.network import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
-from regressor.critic.target import aligned_face_error_mm, face_region, place_like
+from regressor.critic.target import face_region
+from regressor.render import project_weak_perspective
 from regressor.synthetic.splits import SPLIT_SEEDS
-from regressor.types import replace
+from regressor.types import FaceParams, replace
 
 FIT_CACHE = "outputs/critic_fit_cache"
 FIT_SIZE = 64
@@ -53,42 +63,55 @@ def load(face_model, split: str, num_faces: int, image_size: int, fit_cache: str
     return batch, face_region(batch.vertices, now), fits
 
 
-def params_error_mm(face_model, params, truth, region):
-    """(B,) Procrustes-aligned face-region error (mm) of the meshes of ``params`` against ``truth`` (B, V, 3)."""
-    return aligned_face_error_mm(face_model(params).vertices[:, None], truth, region)[:, 0]
+def landmark_cosines(face_model, fit: FaceParams, landmarks: Tensor, valid: Tensor, truth: FaceParams,
+                     image_size: int, metrics: dict[str, Tensor]) -> dict[str, float]:
+    """The landmark term's descent direction at the fit against truth - fit: the reference a critic must beat.
+
+    The term is the fitter's own (``regressor.losses`` ``landmarks``: mean image-normalised distance of the
+    projected model landmarks to the noisy landmarks the fit used)."""
+    climbed = [getattr(fit, name).detach().clone().requires_grad_(True) for name in CLIMBED_FIELDS]
+    with torch.enable_grad():
+        mesh = face_model(replace(fit, **dict(zip(CLIMBED_FIELDS, climbed))))
+        points = project_weak_perspective(mesh.landmarks3d, fit.camera, image_size)[..., :2]
+        distance = ((points - landmarks) / image_size).square().sum(-1).add(1e-12).sqrt()
+        loss = (distance * valid).sum() / valid.sum().clamp(min=1)
+        gradients = torch.autograd.grad(loss, climbed)
+    descent = -torch.cat(gradients, dim=1)
+    direction = direction_to_truth(fit, truth)
+    return {f"landmark_cosine@{name}": float(metric_cosine(descent, direction, weights).mean())
+            for name, weights in metrics.items()}
 
 
-def climb_figures(critic, face_model, render, image, truth, region, start, steps: int, lr: float) -> dict:
-    """Median aligned error before/after climbing the score alone from ``start``, and the share improved."""
-    error = lambda params: params_error_mm(face_model, params, truth, region)  # noqa: E731
-    with torch.no_grad():
-        before = error(start)
-    end = climb(critic, face_model, render, image, start, {"shape": start.shape, "expression": start.expression},
-                torch.zeros_like(truth), steps, lr, optimizer="adam")
-    with torch.no_grad():
-        after = error(replace(start, **end))
-    return {"error_start_mm": float(before.median()), "error_end_mm": float(after.median()),
-            "improved_fraction": float((after < before).float().mean())}
-
-
-def measure(checkpoint: str, face_model, data, steps: int, lr: float) -> dict:
+def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: dict[str, Tensor]) -> dict:
     critic = ShapeCritic.from_checkpoint(checkpoint).eval()
     batch, region, fits = data
     size = batch.image.shape[-1]
     render = vertex_renderer(critic.render_settings.renderer(image_size=size), face_model.faces)
     fit = fits.final
-    with torch.no_grad():
-        fitted = face_model(fit).vertices
-        placed = place_like(batch.vertices, fitted, region)
-        other = place_like(torch.roll(batch.vertices, 1, dims=0), fitted, region)
-        own = critic(batch.image, render(placed, fit.camera).shaded)
-        beaten = own > critic(batch.image, render(other, fit.camera).shaded)
+    out = {"checkpoint": str(checkpoint), "image_size": size, "activation": critic.activation}
+    figures = gate_figures(critic, face_model, render, batch.image, batch.params, batch.vertices, region, fit, metrics,
+                           steps, lr)
+    out.update(figures)
+    main_metric = next(iter(metrics))
+    landmark = landmark_cosines(face_model, fit, fits.landmarks, batch.landmarks_valid, batch.params, size, metrics)
+    out.update(landmark, landmark_cosine=landmark[f"landmark_cosine@{main_metric}"])
     at_true_pose = replace(batch.params, shape=fit.shape, expression=fit.expression, jaw_pose=fit.jaw_pose)
-    out = {"checkpoint": str(checkpoint), "image_size": size, "truth_beats_other_truth": float(beaten.float().mean())}
-    for name, start in (("climb", fit), ("climb_true_pose", at_true_pose)):
-        figures = climb_figures(critic, face_model, render, batch.image, batch.vertices, region, start, steps, lr)
-        out.update({f"{name}.{k}": v for k, v in figures.items()})
+    true_pose = climb_figures(critic, face_model, render, batch.image, batch.vertices, region, at_true_pose, steps, lr)
+    out.update({f"climb_true_pose.{k}": v for k, v in true_pose.items()})
+    out["gate"] = gate(out)
     return out
+
+
+def gate(row: dict) -> dict:
+    """The four conditions of the gradient gate, each with its figure, and whether all hold."""
+    checks = {
+        "climb_lowers_median_error": row["climb.error_end_mm"] < row["climb.error_start_mm"],
+        "improved_fraction_at_least_0.6": row["climb.improved_fraction"] >= 0.6,
+        "cosine_at_least_0.15": row["gradient_cosine"] >= 0.15,
+        "reads_the_image": (row["gradient_cosine"] - row["gradient_cosine_other_image"] >= 0.05
+                            and row["truth_beats_other_truth"] >= 0.85),
+    }
+    return {**checks, "passes": all(checks.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", default="default",
                         help="image distribution: default[-<switch>...] | model_only[+<switch>...] (SyntheticConfig.preset)")
     parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
+    parser.add_argument("--metric", default="geometric", choices=METRICS,
+                        help="the direction metric of the headline cosines (the other is reported too)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     face_model = FaceModel.builtin()
+    metrics = {name: metric_weights(face_model, name) for name in (args.metric, *[m for m in METRICS if m != args.metric])}
     data_by_size, results = {}, []
     for checkpoint in args.checkpoint:
         start = time.time()
@@ -114,14 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         if size not in data_by_size:
             data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
                                       args.synthetic)
-        row = measure(checkpoint, face_model, data_by_size[size], args.steps, args.lr)
+        row = measure(checkpoint, face_model, data_by_size[size], args.steps, args.lr, metrics)
         row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, steps=args.steps, lr=args.lr,
-                   seconds=round(time.time() - start, 1))
+                   metric=args.metric, seconds=round(time.time() - start, 1))
         results.append(row)
         print(f"{checkpoint} [{size} px]: climb {row['climb.error_start_mm']:.3f} -> {row['climb.error_end_mm']:.3f} mm "
               f"(improved {row['climb.improved_fraction']:.2f}); at the true pose {row['climb_true_pose.error_start_mm']:.3f}"
               f" -> {row['climb_true_pose.error_end_mm']:.3f} mm; truth beats another face's truth "
-              f"{row['truth_beats_other_truth']:.2f}", flush=True)
+              f"{row['truth_beats_other_truth']:.2f}; cosine {row['gradient_cosine']:.3f} (another face's image "
+              f"{row['gradient_cosine_other_image']:.3f}, the landmark term {row['landmark_cosine']:.3f}); "
+              f"gate {'passes' if row['gate']['passes'] else 'fails'}", flush=True)
     write_json(args.json, results)
     return 0
 

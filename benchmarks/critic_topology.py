@@ -3,11 +3,11 @@
 ``python -m benchmarks.critic_topology --checkpoint A.pt [B.pt ...] --split val --num-faces 24 --json PATH``
 
 ``benchmarks.critic`` measures everything about one critic and needs the no-critic fits; this measures only
-the held-out face masks and decimated heads (``regressor.critic.topology_metrics``) on ``--num-faces`` faces
+the held-out face masks and decimated heads (``benchmarks.topology.topology_metrics``) on ``--num-faces`` faces
 of ``--split``, a few seconds per face, so that candidate critics can be compared on enough faces. Besides the
 four goal figures it prints ``topology.beaten_by``: per negative type, the share of (image, variant) pairs in
 which a negative of that type (>= 1 mm of aligned error) outscores the true surface, i.e. which shape errors a
-critic cannot see. ``--reference`` adds a row for ``regressor.critic.light_fit.LightFitScorer`` (no learning,
+critic cannot see. ``--reference`` adds a row for ``benchmarks.topology.light_fit.LightFitScorer`` (no learning,
 no prior: how well a free SH light explains the image with each candidate's normals), the bas-relief-blind
 baseline beside the critics. Choices are made on ``val``; ``test`` is for reporting.
 """
@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.output import write_json
 from regressor.critic.network import ShapeCritic
-from regressor.critic.topology_metrics import GOALS, topology_figures
+from benchmarks.topology.topology_metrics import GOALS, topology_figures
 from regressor.synthetic.splits import SPLIT_SEEDS
 
 
@@ -42,7 +42,7 @@ def measure(scorer, image_size: int, renderer, face_model, split: str, num_faces
 
 def scorers(checkpoints: list[str], reference: bool, reference_size: int):
     """(name, scorer, image size, renderer) for each critic (at its own input size) and the reference."""
-    from regressor.critic.light_fit import LightFitScorer
+    from benchmarks.topology.light_fit import LightFitScorer
     from regressor.render import Renderer
 
     for checkpoint in checkpoints:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-faces", type=int, default=24)
     parser.add_argument("--synthetic", default="default", help="image distribution (SyntheticConfig.preset)")
     parser.add_argument("--reference", action="store_true",
-                        help="add the light-fit reference scorer (no learning, no prior; regressor.critic.light_fit)")
+                        help="add the light-fit reference scorer (no learning, no prior; benchmarks.topology.light_fit)")
     parser.add_argument("--reference-size", type=int, default=64, help="image size of the reference scorer")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

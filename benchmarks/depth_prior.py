@@ -3,7 +3,7 @@
 ``python -m benchmarks.depth_prior --faces 4000 [--regressor checkpoints/regressor.ckpt --split val --num-faces 64] --json PATH``
 
 Scaling depth along the view axis keeps a weak-perspective silhouette and can be mimicked by another light and albedo
-(the bas-relief ambiguity; ``regressor.critic.light_fit``), so shading alone cannot reject it. A shape prior can: if
+(the bas-relief ambiguity; ``benchmarks.topology.light_fit``), so shading alone cannot reject it. A shape prior can: if
 the face model ties depth to the 2-D layout, a critic that reads its render's layout knows which depth to expect. This
 draws ``--faces`` identities of the face model (shape ~ N(0, 1), no expression, frontal), and fits a ridge regression
 from the 68 landmarks' frontal (x, y), in interocular units, to two depth measures: the nose tip's protrusion in

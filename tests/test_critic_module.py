@@ -64,10 +64,12 @@ def test_ranking_metrics_report_perfect_ordering():
     assert metrics["auc_identity"] == 1.0 and metrics["pos_neg_gap"] > 0
 
 
-def test_a_critic_without_hand_made_negatives_refuses_the_penalty_that_is_computed_on_them():
+def test_the_gradient_group_refuses_an_unknown_metric_and_a_bad_start_mix():
     from regressor.training.critic import CriticModule
 
-    with pytest.raises(ValueError, match="hand_made_weight"):
-        CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0, input_gradient_penalty=0.5)
-    module = CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0)
-    assert module.hparams.hand_made_weight == 0.0  # configs/critic/focused.yaml trains this way (tests/test_configs.py)
+    with pytest.raises(ValueError, match="metric"):
+        CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, gradient={"metric": "euclid"})
+    with pytest.raises(ValueError, match="start_mix"):
+        CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, gradient={"start_mix": [1.0, 0.0]})
+    module = CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0, activation="silu")
+    assert module.hparams.hand_made_weight == 0.0 and module.critic.activation == "silu"

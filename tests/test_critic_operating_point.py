@@ -9,7 +9,6 @@ from pytorch3d.transforms import axis_angle_to_matrix
 from torch import nn
 
 from regressor.critic.fits import OperatingFits
-from regressor.critic.operating_candidates import OperatingPointConfig, operating_candidates
 from regressor.critic.operating_point import interior_sensitivity, operating_point_figures, vertex_renderer
 from regressor.critic.target import aligned_face_error_mm, face_region, place_like
 from regressor.face_model import FaceModel
@@ -77,37 +76,6 @@ def fake_fits(face_model, truth_params, noise: float = 0.6):
     return OperatingFits(torch.zeros(truth_params.batch_size, 68, 2), ["shape", "appearance"], stages)
 
 
-def test_candidates_at_the_fitted_pose_have_a_zero_error_positive_and_graded_negatives(face_model):
-    params, truth, region = truth_and_region(face_model)
-    fits = fake_fits(face_model, params)
-    config = OperatingPointConfig(faces_per_step=2, line_points=(0.5, 1.4), pose_jitter=0.0, camera_jitter=0.0)
-    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
-    b, c = built.error_mm.shape
-    assert c == 1 + 2 + 2 and built.vertices.shape == (b, c, *truth.shape[1:])
-    assert (built.error_mm[:, 0] == 0).all() and (built.type_index[:, 0] == -1).all()
-    final = face_model(fits.final).vertices
-    # every candidate is seen through the final fit's camera, and the positive sits where the fit sits
-    assert torch.allclose(built.camera, fits.final.camera[:, None].expand(b, c, 3))
-    placed_distance = (built.vertices[:, 0] - final)[region].norm(dim=-1).mean()
-    truth_distance = (truth - final)[region].norm(dim=-1).mean()
-    assert placed_distance < truth_distance
-    # the early fit is worse than the final fit; the line fit -> truth is graded on both sides of the truth
-    early, late, half, beyond = built.error_mm[:, 1], built.error_mm[:, 2], built.error_mm[:, 3], built.error_mm[:, 4]
-    assert (early > late).all()
-    assert torch.allclose(half, 0.5 * late, rtol=0.15) and torch.allclose(beyond, 0.4 * late, rtol=0.15)
-
-
-def test_jitter_moves_candidates_but_not_their_error(face_model):
-    params, truth, region = truth_and_region(face_model)
-    fits = fake_fits(face_model, params)
-    still = operating_candidates(face_model, truth, region, fits, OperatingPointConfig(pose_jitter=0.0, camera_jitter=0.0),
-                                 torch.Generator().manual_seed(0))
-    moved = operating_candidates(face_model, truth, region, fits, OperatingPointConfig(pose_jitter=0.05, camera_jitter=0.02),
-                                 torch.Generator().manual_seed(0))
-    assert not torch.allclose(still.vertices, moved.vertices) and not torch.allclose(still.camera, moved.camera)
-    assert torch.allclose(still.error_mm, moved.error_mm)
-
-
 class BackgroundOnlyCritic(nn.Module):
     """Scores the sum of the shaded render over the pixels where no face is drawn."""
 
@@ -167,19 +135,6 @@ def test_truth_wins_follows_a_critic_that_knows_the_true_render(face_model, sign
                                                    "interior_sensitivity_fraction"))
 
 
-def test_other_truths_are_true_shapes_of_another_face_graded_from_the_positive(face_model):
-    params, truth, region = truth_and_region(face_model, batch=3)
-    fits = fake_fits(face_model, params)
-    config = OperatingPointConfig(line_points=(), other_truths=(0.5, 1.0), pose_jitter=0.0, camera_jitter=0.0)
-    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
-    assert built.error_mm.shape == (3, 1 + 2 + 2)
-    half, other = built.error_mm[:, 3], built.error_mm[:, 4]
-    assert (other > 0.5).all() and (half > 0).all() and (half < other).all()
-    # the full-way candidate is face i-1's true shape, placed where face i's fit sits
-    expected = place_like(torch.roll(truth, 1, dims=0), face_model(fits.final).vertices, region)
-    assert torch.allclose(built.vertices[:, 4], expected, atol=1e-6)
-
-
 class ImageBlindCritic(nn.Module):
     """Prefers renders near the reference whatever the image: a shape prior with no image agreement."""
 
@@ -234,25 +189,6 @@ def test_fits_made_at_a_lower_resolution_are_shared_through_the_cache(face_model
     fits_module.cached_fits(face_model, large, 2 * landmarks, torch.ones(2, 68), seeds, tmp_path / "b", fit_size=64)
     assert seen[1][0] == 64
     assert torch.allclose(seen[1][1], seen[0][1])  # the same (noisy) landmarks at the fit's resolution
-
-
-def test_lateral_candidates_move_the_fit_and_the_truth_off_their_line(face_model):
-    params, truth, region = truth_and_region(face_model)
-    fits = fake_fits(face_model, params)
-    config = OperatingPointConfig(line_points=(), lateral=2, lateral_std=(0.5, 0.5), pose_jitter=0.0, camera_jitter=0.0)
-    built = operating_candidates(face_model, truth, region, fits, config, torch.Generator().manual_seed(0))
-    # positive, 2 fit stages, then 2 directions around each of: the fit, the placed truth, the halfway point
-    assert built.error_mm.shape == (2, 1 + 2 + 3 * 2)
-    fit_error = built.error_mm[:, 2:3]
-    around_fit, around_truth, around_half = built.error_mm[:, 3:5], built.error_mm[:, 5:7], built.error_mm[:, 7:9]
-    assert (around_truth > 0.05).all()  # moving the truth anywhere costs
-    assert (around_fit != fit_error).all() and (around_half > 0).all()
-    # the same offset moves each anchor: the vertex change is shared
-    offset_fit = built.vertices[:, 3] - face_model(fits.final).vertices
-    offset_truth = built.vertices[:, 5] - built.vertices[:, 0]
-    assert torch.allclose(offset_fit, offset_truth, atol=1e-6)
-    with pytest.raises(ValueError, match="lateral"):
-        OperatingPointConfig(lateral=-1)
 
 
 def test_the_fit_cache_misses_when_the_same_seeds_show_other_faces(face_model, tmp_path, monkeypatch):

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from regressor.critic import geometry_negatives
-from regressor.critic.topology import (
+from benchmarks.topology import geometry_negatives
+from benchmarks.topology.topology import (
     BENCHMARK_VARIANTS, TRAIN_VARIANTS, CropSpec, build_variant, crop, face_frame, remesh, surface_candidates, with_holes,
 )
-from regressor.critic.topology_metrics import topology_figures
+from benchmarks.topology.topology_metrics import topology_figures
 from regressor.face_model import FaceModel
 from regressor.render import Renderer
 
@@ -151,33 +151,12 @@ def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
         loss.score_mesh(image, surface.detach(), mask.faces, camera[:1])  # one camera for two meshes
 
 
-def test_topology_negative_weights_steer_the_drawn_types():
-    from regressor.training.critic_groups import TopologyConfig
-
-    config = TopologyConfig(negative_weights={"depth_exaggerate": 3.0, "depth_flatten": 1.0})
-    drawn = config.draw_negative_types(400, torch.Generator().manual_seed(0))
-    assert set(drawn) == {"depth_exaggerate", "depth_flatten"}
-    assert 0.65 < drawn.count("depth_exaggerate") / len(drawn) < 0.85
-    uniform = TopologyConfig().draw_negative_types(400, torch.Generator().manual_seed(0))
-    assert set(uniform) == set(geometry_negatives.geometry_negative_types())
-
-
-@pytest.mark.parametrize("weights, message", [({"depth_stretch": 1.0}, "unknown types"),
-                                              ({"depth_flatten": 0.0}, "positive sum"),
-                                              ({"depth_flatten": -1.0, "bump": 2.0}, "weights >= 0")])
-def test_topology_negative_weights_refuse_bad_entries(weights, message):
-    from regressor.training.critic_groups import TopologyConfig
-
-    with pytest.raises(ValueError, match=message):
-        TopologyConfig(negative_weights=weights)
-
-
 def test_the_light_fit_reference_finds_the_truth_on_an_image_the_sh_model_explains(head):
     """An image drawn by constant albedo x 9-band SH from the true head: some light explains it exactly with the
     face mask's true normals, so the reference beats every negative; on a noise image it has nothing to go by.
     (On the decimated head, whose normals are slightly off, a depth-scaled copy fits better: the bas-relief
     near-ambiguity the reference exists to show, so it is not asserted here.)"""
-    from regressor.critic.light_fit import LightFitScorer
+    from benchmarks.topology.light_fit import LightFitScorer
 
     model, vertices, landmarks, now = head
     camera = torch.tensor([[9.0, 0.0, 0.01]])

@@ -144,6 +144,11 @@ class ShapeCritic(nn.Module):
         error_target: which error the score is calibrated to (``regressor.critic.target.TARGETS``):
             ``camera_whole_head`` (every critic before issue 17, and files without the key) or
             ``aligned_face_region`` (NoW-like: Procrustes-aligned face-region vertex error).
+        activation: the backbone's activation (``relu``, ``silu``, ``gelu``: any timm ``get_act_layer``
+            name; files without the key are ``relu``). A critic whose *input gradient* is trained
+            (``regressor.critic.gradient``) needs a smooth one: through ReLU the first layer's weights
+            reach that gradient only via on/off masks, so their second-order gradient is exactly zero.
+            It has no weights, so a ReLU critic's file can start a SiLU one.
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class ShapeCritic(nn.Module):
         error_unit_mm: float = 1.0,
         render: CriticRenderSettings | dict[str, Any] | None = None,
         error_target: str = "camera_whole_head",
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         from regressor.critic.target import TARGETS
@@ -161,6 +167,7 @@ class ShapeCritic(nn.Module):
         if error_target not in TARGETS:
             raise ValueError(f"ShapeCritic: error_target must be one of {TARGETS}, got {error_target!r}")
         self.error_target = error_target
+        self.activation = str(activation)
         self.backbone_name = backbone
         self.image_size = int(image_size)
         self.backbone_kwargs = _to_plain(dict(backbone_kwargs or {}))
@@ -168,6 +175,8 @@ class ShapeCritic(nn.Module):
         self.render_settings = render if isinstance(render, CriticRenderSettings) else CriticRenderSettings(**(render or {}))
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.backbone_kwargs.items()}
         in_chans = 3 + self.render_settings.shaded_channels
+        if self.activation != "relu":
+            kwargs["act_layer"] = self.activation
         self.backbone = timm.create_model(backbone, pretrained=False, in_chans=in_chans, num_classes=0, **kwargs)
         self.head = nn.Linear(self.backbone.num_features, 1)
         nn.init.zeros_(self.head.bias)
@@ -185,6 +194,7 @@ class ShapeCritic(nn.Module):
             **self.architecture,
             "error_unit_mm": self.error_unit_mm,
             "error_target": self.error_target,
+            "activation": self.activation,
             "render": _to_plain(asdict(self.render_settings)),
         }
 

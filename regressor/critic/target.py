@@ -12,7 +12,7 @@ keeps:
 3. **error**: the mean distance of the aligned face-region vertices, in mm.
 
 Candidates must correspond vertex by vertex to the truth (same topology). A remeshed or cropped
-candidate is compared with the *equally* remeshed or cropped truth (``regressor.critic.topology``).
+candidate is compared with the *equally* remeshed or cropped truth (``benchmarks.topology.topology``).
 
 Which target a critic was trained on is stored in its checkpoint (``ShapeCritic.error_target``):
 ``TARGETS`` lists the names.

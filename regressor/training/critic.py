@@ -24,11 +24,9 @@ from regressor.critic.network import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 from regressor.critic.ascent import AscentConfig, ascent_candidates
 from regressor.critic.probe import gradient_probe
-from regressor.critic.operating_candidates import OperatingPointConfig
 from regressor.critic.target import ALIGNED_FACE_REGION, aligned_face_error_mm, face_region
-from regressor.training.critic_groups import (
-    OperatingPointGroup, TopologyConfig, outside_gradient_fraction, topology_group, truth_landmarks, validation_figures,
-)
+from regressor.critic.gradient import GradientConfig
+from regressor.training.critic_groups import GradientGroup, truth_landmarks
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceParams
 
@@ -59,21 +57,17 @@ class CriticModule(pl.LightningModule):
         error_target: ``camera_whole_head`` (mean vertex error in the true camera, the first critics) or
             ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW; issue 17); stored in
             the critic's checkpoint. Every candidate group's error is measured with it.
-        operating_point: ``OperatingPointConfig`` keyword overrides: candidates at the no-critic fitter's
-            pose and camera (``regressor.critic.operating_candidates``); off unless ``faces_per_step > 0``.
-        topology: ``TopologyConfig`` keyword overrides: crops, remeshed, subdivided and holed heads with
-            same-topology negatives (issue 18); off unless ``faces_per_step > 0``.
-        input_gradient_penalty: weight of the share of |d score / d render| outside the eroded face mask
-            (double backpropagation on the main group; 0 = off).
-        val_operating_point_faces / val_topology_faces: validation faces of the ``val/operating_point.*``,
-            ``val/interior_sensitivity_fraction`` and ``val/topology.*`` figures (0 = off).
+        gradient: ``GradientConfig`` keyword overrides: supervise the critic's input gradient at fit-like
+            starts (``regressor.critic.gradient``); off unless ``faces_per_step > 0``.
+        val_gate_faces: validation faces of the gradient gate's figures (``val/gradient_cosine``,
+            ``val/gradient_cosine_other_image``, ``val/truth_beats_other_truth``, ``val/climb.*``) from fixed
+            fit-like starts (``regressor.critic.gradient_figures``; 0 = off; needs ``gradient.fit_error_model``).
+        activation: the critic backbone's activation (``ShapeCritic``; ``silu`` for the gradient group).
         extra_light_directions: fixed lights whose grey renders join the main one as input channels
             (``CriticRenderSettings``; stored in the checkpoint). With ``init_checkpoint`` of a critic with
             fewer, the new channels' first-layer weights start at zero (``widened_input``).
         hand_made_weight: weight of the main group, the hand-made graded negatives of the true geometry
-            (0 = skip it: a critic trained only on the other groups, e.g. ``configs/critic/focused.yaml``,
-            which ranks only candidates at the operating point; the input-gradient penalty then needs > 0
-            here, since it is computed on this group).
+            (0 = skip it: a critic trained only on the other groups).
     """
 
     def __init__(self, backbone: str = "resnet10t", image_size: int = 64,
@@ -85,14 +79,10 @@ class CriticModule(pl.LightningModule):
                  render_size: int = 64, refresh_probability: float = 1.0, seed: int = 0,
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
                  init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
-                 error_target: str = "camera_whole_head", operating_point: dict[str, Any] | None = None,
-                 topology: dict[str, Any] | None = None, input_gradient_penalty: float = 0.0,
-                 val_operating_point_faces: int = 0, val_topology_faces: int = 0,
+                 error_target: str = "camera_whole_head", gradient: dict[str, Any] | None = None,
+                 val_gate_faces: int = 0, activation: str = "relu",
                  extra_light_directions: Sequence[Sequence[float]] = (), hand_made_weight: float = 1.0) -> None:
         super().__init__()
-        if hand_made_weight <= 0 and input_gradient_penalty:
-            raise ValueError("CriticModule: input_gradient_penalty is computed on the hand-made group; "
-                             "it needs hand_made_weight > 0")
         self.save_hyperparameters(ignore=["face_model"])
         self.__dict__["_face_model"] = face_model  # a tool like the renderer: not a submodule, not in the state dict
         if face_model is not None:
@@ -104,12 +94,11 @@ class CriticModule(pl.LightningModule):
                              "(one error unit, stored in the critic's checkpoint)")
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs, error_unit_mm=error_unit_mm,
                                   render={"image_size": render_size, "extra_light_directions": extra_light_directions},
-                                  error_target=error_target)
+                                  error_target=error_target, activation=activation)
         if init_checkpoint:
             self._load_initial_weights(init_checkpoint)
         self.ascent = AscentConfig(**(ascent or {}))
-        self.operating_point = OperatingPointGroup(OperatingPointConfig(**(operating_point or {})))
-        self.topology = TopologyConfig(**(topology or {}))
+        self.gradient = GradientGroup(GradientConfig(**(gradient or {})))
         self.hparams["critic_config"] = self.critic.config
         self.objective = CriticObjective(error_unit_mm=self.critic.error_unit_mm, **(objective or {}))
         self.perturbation = PerturbationConfig(**(perturbation or {}))
@@ -219,16 +208,11 @@ class CriticModule(pl.LightningModule):
             losses = {"total": image.new_zeros(())}
         if self.ascent.active(self.global_step):
             losses = self._add_ascent_loss(batch, light, generator, losses)
-        if self.operating_point.config.faces_per_step:
-            losses = self._add_operating_point_loss(batch, light, generator, losses)
-        if self.topology.faces_per_step:
-            losses = self._add_topology_loss(batch, light, generator, losses)
-        if self.hparams.input_gradient_penalty:
-            n = min(4, image.shape[0])
-            outside = outside_gradient_fraction(self.critic, image[:n].repeat_interleave(shaded.shape[1], dim=0),
-                                                shaded[:n].flatten(0, 1), rendered.mask[:n].flatten(0, 1))
-            losses = {**losses, "outside_gradient_fraction": outside.detach(),
-                      "total": losses["total"] + self.hparams.input_gradient_penalty * outside}
+        if self.gradient.config.faces_per_step:
+            face_model, renderer, _ = self.tools()
+            group = self.gradient.losses(self.critic, face_model, renderer, batch, generator)
+            losses = {**losses, **{f"gradient.{k}": v.detach() for k, v in group.items()},
+                      "total": losses["total"] + self.gradient.config.weight * group["total"]}
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=image.shape[0])
         self.log("train/loss", losses["total"], prog_bar=True, batch_size=image.shape[0])
         every = self.hparams.log_images_every_n_steps
@@ -261,46 +245,6 @@ class CriticModule(pl.LightningModule):
                                       self.critic.render_settings.mirror_order())
         group = self.objective(self.score(image, shaded), rendered.error_mm)
         return {**losses, name: group["total"], "total": losses["total"] + weight * group["total"]}
-
-    def _add_operating_point_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
-                                  losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rank candidates at the no-critic fit's pose and camera (``regressor.critic.operating_candidates``)."""
-        face_model, renderer, _ = self.tools()
-        pool = self.trainer.datamodule.train_pool
-        self.operating_point.prepare(face_model, pool.images, pool.vertices, FaceParams.from_dict(pool.params),
-                                     torch.tensor(pool.seeds))
-        cfg = self.operating_point.config
-        n = min(cfg.faces_per_step, batch["image"].shape[0])
-        render = self._vertex_renderer(light[:n])
-        candidates, n = self.operating_point.candidates(face_model, batch, generator, self.critic, render)
-        b, c = candidates.error_mm.shape
-        renders = render(candidates.vertices.flatten(0, 1), candidates.camera.flatten(0, 1))
-        unflat = lambda x: x.reshape(b, c, *x.shape[1:])  # noqa: E731
-        rendered = RenderedCandidates(unflat(renders.shaded), unflat(renders.mask), candidates.error_mm,
-                                      candidates.type_index)
-        losses = self._add_group_loss("operating_point", batch["image"][:n], rendered, cfg.weight, generator, losses)
-        if cfg.image_shuffle_weight and n > 1:
-            other_image = torch.roll(batch["image"][:n], 1, dims=0)
-            spread = self.score(other_image, rendered.shaded).var(dim=1).mean()
-            losses = {**losses, "image_shuffle_spread": spread.detach(),
-                      "total": losses["total"] + cfg.image_shuffle_weight * spread}
-        return losses
-
-    def _add_topology_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
-                           losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rank other topologies and coverage against their same-topology negatives (issue 18)."""
-        face_model, renderer, _ = self.tools()
-
-        def render_one(vertices, faces, camera, i):
-            return renderer(mesh_for_rendering(vertices, faces), camera[None].expand(len(vertices), 3),
-                            light_direction=light[i:i + 1].to(self.device).expand(len(vertices), 3))
-
-        shaded, mask, error = topology_group(face_model, batch, self.topology, generator, render_one)
-        n = shaded.shape[0]
-        type_index = torch.zeros_like(error, dtype=torch.long)
-        type_index[:, 0] = -1
-        rendered = RenderedCandidates(shaded, mask, error, type_index)
-        return self._add_group_loss("topology", batch["image"][:n], rendered, self.topology.weight, generator, losses)
 
     def _vertex_renderer(self, light: Tensor):
         """``render(vertices (N,V,3), camera (N,3))`` for N = a multiple of len(light) (one light per face)."""
@@ -336,7 +280,7 @@ class CriticModule(pl.LightningModule):
         if batch_idx == 0:
             self._log_grid("val/pairs", image, shaded, scores, rendered.error_mm)
             self._log_gradient_probe(batch, default_light)
-            self._log_held_out_figures(batch)
+            self._log_gate_figures(batch)
 
     def _log_gradient_probe(self, batch: dict[str, Any], light: Tensor) -> None:
         n = min(self.hparams.val_gradient_faces, batch["image"].shape[0])
@@ -348,20 +292,17 @@ class CriticModule(pl.LightningModule):
                                    batch["image"][:n].clone(), params, batch["vertices"][:n].clone()).summary()
         self.log_dict({f"val/{k}": v for k, v in probe.items()}, batch_size=n)
 
-    def _log_held_out_figures(self, batch: dict[str, Any]) -> None:
-        """``val/operating_point.*``, ``val/interior_sensitivity_fraction``, ``val/topology.*`` (benchmark code)."""
-        hp = self.hparams
-        if not (hp.val_operating_point_faces or hp.val_topology_faces):
+    def _log_gate_figures(self, batch: dict[str, Any]) -> None:
+        """``val/gradient_cosine``, ``val/climb.*`` ... on the first ``val_gate_faces`` faces (fixed starts)."""
+        n = min(self.hparams.val_gate_faces, batch["image"].shape[0])
+        if n == 0:
             return
         face_model, renderer, _ = self.tools()
-        cfg = self.operating_point.config
-        with torch.inference_mode(False):
-            plain = {k: (v.clone() if isinstance(v, Tensor) else {kk: vv.clone() for kk, vv in v.items()})
-                     for k, v in batch.items()}
-            figures = validation_figures(self.critic, face_model, renderer, plain, hp.val_operating_point_faces,
-                                         hp.val_topology_faces, cfg.fit_cache, cfg.fit_steps_scale, cfg.fit_config,
-                                         cfg.fit_image_size)
-        self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=batch["image"].shape[0])
+        with torch.inference_mode(False):  # validation runs in inference mode; the figures need autograd
+            plain = {k: (v[:n].clone() if isinstance(v, Tensor) else {kk: vv[:n].clone() for kk, vv in v.items()})
+                     for k, v in batch.items() if k in ("image", "params", "vertices")}
+            figures = self.gradient.validation_figures(self.critic, face_model, renderer, plain)
+        self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:

@@ -120,12 +120,16 @@ class CriticDataModule(pl.LightningDataModule):
         face_model: the face model of the synthetic faces (default: the built-in stand-in); the CLI
             links the config's top-level ``face_model`` here and into the critic module.
         cache_dir: where generated pools are kept between runs (None = regenerate every run).
+        fresh_faces: train on a new face at every sample instead of a pool (``train_samples`` is then
+            ignored): faces are rendered on the fly in order from the ``critic_train`` seed range, starting
+            after the ones earlier steps used, so a resumed run never sees a face twice. Why: a critic
+            trained for its gradient memorises a pool of a few hundred faces within minutes.
     """
 
     def __init__(self, train_samples: int = 2048, val_samples: int = 128, image_size: int = 64,
                  batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | str | None = None,
                  face_model: Optional[FaceModelProtocol] = None, num_workers: int = 0,
-                 cache_dir: str | None = "outputs/critic_pool_cache") -> None:
+                 cache_dir: str | None = "outputs/critic_pool_cache", fresh_faces: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["face_model"])
         self.face_model = face_model
@@ -142,10 +146,22 @@ class CriticDataModule(pl.LightningDataModule):
         common = dict(image_size=hp.image_size, seed_offset=hp.seed_offset, synthetic=hp.synthetic,
                       cache_dir=hp.cache_dir)
         if stage in (None, "fit"):
-            self.train_pool = SyntheticPool(face_model, hp.train_samples, split="critic_train", **common)
+            if hp.fresh_faces:
+                from regressor.synthetic.generator import SyntheticFaceDataset
+                from regressor.synthetic.splits import SPLIT_STRIDE
+
+                self.train_pool = SyntheticFaceDataset(SPLIT_STRIDE - hp.seed_offset, hp.image_size, "critic_train",
+                                                       hp.seed_offset, synthetic_config(hp.synthetic), face_model)
+            else:
+                self.train_pool = SyntheticPool(face_model, hp.train_samples, split="critic_train", **common)
         self.val_pool = SyntheticPool(face_model, hp.val_samples, split="critic_val", **common)
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.fresh_faces:  # in order, from the first face no earlier step used (resumed runs too)
+            trainer = getattr(self, "trainer", None)
+            first = (trainer.global_step if trainer is not None else 0) * self.hparams.batch_size
+            return DataLoader(self.train_pool, batch_size=self.hparams.batch_size, drop_last=True,
+                              sampler=range(first, len(self.train_pool)), num_workers=self.hparams.num_workers)
         return DataLoader(self.train_pool, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
                           num_workers=self.hparams.num_workers)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from regressor.critic import geometry_negatives
+from benchmarks.topology import geometry_negatives
 from regressor.critic.negatives import mesh_for_rendering
 from regressor.critic.objective import auc, spearman
-from regressor.critic.topology import BENCHMARK_VARIANTS, build_variant, surface_candidates
+from benchmarks.topology.topology import BENCHMARK_VARIANTS, build_variant, surface_candidates
 
 SEVERITIES = (0.25, 0.5, 0.75, 1.0)
 AUC_ERROR_MM = 2.0

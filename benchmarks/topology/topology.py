@@ -14,7 +14,7 @@ metres, posed, with its 68 and 7 NoW landmarks) into such a ``Surface``:
 * ``with_holes``: triangles around the eyes and/or the mouth removed.
 
 ``surface_candidates`` then builds the positive and graded negatives on the surface's *own*
-topology (``regressor.critic.geometry_negatives``), with the aligned face-region error of
+topology (``benchmarks.topology.geometry_negatives``), with the aligned face-region error of
 ``regressor.critic.target`` measured against the unperturbed surface. ``TRAIN_VARIANTS`` are used by
 critic training; ``BENCHMARK_VARIANTS`` are other crops and another decimation, never trained on.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from regressor.critic import geometry_negatives
+from benchmarks.topology import geometry_negatives
 from regressor.critic.target import aligned_face_error_mm, face_region
 from regressor.evaluation.now import face_frame  # noqa: F401 - re-exported: the crops are boxes in this frame
 

@@ -1,0 +1,169 @@
+"""Supervise the critic's slope, not its ranking: its gradient must point from a fit towards the truth.
+
+Why: a critic used as a loss acts through ``d score / d params`` at the current estimate. Ranking
+objectives constrain a few score *differences* per face and leave that slope free; every ranking-trained
+critic gave gradients nearly orthogonal to the way to the truth (cosine ~0.02), so climbing its score
+raised the error. This objective asks for the slope directly:
+
+    g = d score(image, render(start)) / d (shape, expression) at a start point   (double backprop:
+        the loss is differentiated again through the critic, the torch rasteriser and the face model)
+    loss = mean(1 - cos_M(g, truth - start)) + ranking_weight * softplus(score(start) - score(truth))
+           [+ magnitude_weight * (log |g| - log target_norm)^2]
+
+``cos_M`` measures the direction in a metric (``metric``): ``parameter`` (coefficients as they are, in
+units of their prior std, as the fitter's Adam steps see them) or ``geometric`` (each coefficient
+weighted by the mean face-region displacement, in mm, that one unit of it causes). The starts are
+where the loss acts: fit-like starts from the fitter's error model (``regressor.critic.fit_error``),
+points on the segment from such a start to the truth, and the truth plus noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from regressor.critic.fit_error import FitErrorModel
+from regressor.types import FaceParams, replace
+
+CLIMBED_FIELDS = ("shape", "expression")
+METRICS = ("parameter", "geometric")
+START_KINDS = ("operating", "segment", "truth_noise")
+
+
+@dataclass
+class GradientConfig:
+    """The gradient group of critic training (``faces_per_step = 0`` switches it off).
+
+    Attributes:
+        faces_per_step: fresh faces per step that get a start and a gradient target.
+        weight: weight of the group's loss in the total.
+        ranking_weight: weight of the truth-above-start ranking term (same pose and camera).
+        magnitude_weight / target_norm: optional pull of log |g| towards log ``target_norm`` (0 = off).
+        metric: ``parameter`` or ``geometric`` (see the module docstring).
+        start_mix: draw probabilities of the start kinds ``operating``, ``segment``, ``truth_noise``.
+        start_scale: an operating start is ``truth + s * (model_fit - truth)``, s ~ U(start_scale).
+        fitted_pose_probability: share of starts that take the modelled fit's pose and camera (else the truth's).
+        truth_noise: std (coefficient units) of the ``truth_noise`` starts' shape and expression noise.
+        fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error``).
+    """
+
+    faces_per_step: int = 0
+    weight: float = 1.0
+    ranking_weight: float = 0.1
+    magnitude_weight: float = 0.0
+    target_norm: float = 1.0
+    metric: str = "parameter"
+    start_mix: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    start_scale: tuple[float, float] = (0.5, 1.5)
+    fitted_pose_probability: float = 0.8
+    truth_noise: float = 0.3
+    fit_error_model: str = "outputs/fit_error_model.pt"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"GradientConfig.metric must be one of {METRICS}, got {self.metric!r}")
+        self.start_mix = tuple(float(p) for p in self.start_mix)
+        if len(self.start_mix) != len(START_KINDS) or min(self.start_mix) < 0 or sum(self.start_mix) <= 0:
+            raise ValueError(f"GradientConfig.start_mix: {len(START_KINDS)} probabilities >= 0 with a positive sum "
+                             f"for {START_KINDS}, got {self.start_mix}")
+        self.start_scale = tuple(float(s) for s in self.start_scale)
+        if self.faces_per_step < 0:
+            raise ValueError("GradientConfig.faces_per_step must be >= 0")
+
+
+def sample_starts(truth: FaceParams, model: FitErrorModel, config: GradientConfig,
+                  generator: torch.Generator) -> tuple[FaceParams, Tensor]:
+    """Start points for ``truth`` (B faces) and the kind index of each (into ``START_KINDS``).
+
+    Every start takes a modelled fit's pose and camera with ``fitted_pose_probability`` (the truth's
+    otherwise); its shape and expression are ``truth + s (fit - truth)`` with s ~ U(start_scale)
+    (operating), s ~ U(0, 1) (segment), or the truth plus Gaussian noise (truth_noise).
+    """
+    b = truth.batch_size
+    fit = model.sample(truth, generator)
+    kind = torch.multinomial(torch.tensor(config.start_mix), b, replacement=True, generator=generator)
+    low, high = config.start_scale
+    operating_scale = low + (high - low) * torch.rand(b, generator=generator)
+    scale = torch.where(kind == 0, operating_scale, torch.rand(b, generator=generator))[:, None].to(truth.shape)
+    fields = {}
+    for name in CLIMBED_FIELDS:
+        value, fitted = getattr(truth, name), getattr(fit, name)
+        noisy = value + config.truth_noise * torch.randn(value.shape, generator=generator).to(value)
+        moved = value + scale * (fitted - value)
+        fields[name] = torch.where((kind == 2)[:, None].to(value.device), noisy, moved)
+    fitted_pose = (torch.rand(b, generator=generator) < config.fitted_pose_probability)[:, None].to(truth.shape.device)
+    for name in ("global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera"):
+        fields[name] = torch.where(fitted_pose, getattr(fit, name), getattr(truth, name))
+    return replace(truth, **fields), kind
+
+
+def metric_weights(face_model, metric: str) -> Tensor:
+    """(D,) weight of each climbed coefficient in the direction metric (``cos_M`` uses sqrt of it)."""
+    size = face_model.n_shape + face_model.n_expression
+    if metric == "parameter":
+        return torch.ones(size)
+    # geometric: mean squared displacement (mm^2) per unit coefficient over the face region of the mean face
+    from regressor.critic.target import face_region
+
+    with torch.no_grad():
+        mesh = face_model(face_model.zero_params(1))
+        region = face_region(mesh.vertices, mesh.now_landmarks3d)[0]
+    dirs = face_model.shapedirs[region][..., :size] * 1000.0
+    return dirs.pow(2).sum(1).mean(0).cpu()
+
+
+def score_gradient(critic, face_model, render, image: Tensor, start: FaceParams,
+                   create_graph: bool) -> tuple[Tensor, Tensor]:
+    """(scores (B,), g (B, D)): the critic's score of ``start``'s grey render and its gradient with respect to
+    the start's shape and expression (concatenated). ``create_graph`` keeps it differentiable in the weights."""
+    climbed = [getattr(start, name).detach().clone().requires_grad_(True) for name in CLIMBED_FIELDS]
+    with torch.enable_grad():
+        vertices = face_model(replace(start, **dict(zip(CLIMBED_FIELDS, climbed)))).vertices
+        scores = critic(image, render(vertices, start.camera).shaded)
+        gradients = torch.autograd.grad(scores.sum(), climbed, create_graph=create_graph)
+    return scores, torch.cat(gradients, dim=1)
+
+
+def direction_to_truth(start: FaceParams, truth: FaceParams) -> Tensor:
+    """(B, D) truth - start over the climbed coefficients."""
+    return torch.cat([getattr(truth, n) - getattr(start, n) for n in CLIMBED_FIELDS], dim=1)
+
+
+def metric_cosine(gradient: Tensor, direction: Tensor, weights: Tensor) -> Tensor:
+    """(B,) cosine between the ascent direction of ``gradient`` and ``direction`` in the metric diag(weights):
+    the gradient (a covector) is divided by sqrt(w), the direction multiplied by it."""
+    root = weights.to(gradient).sqrt()
+    return F.cosine_similarity(gradient / root, direction * root, dim=1, eps=1e-12)
+
+
+def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams, start: FaceParams,
+                    config: GradientConfig, weights: Tensor) -> dict[str, Tensor]:
+    """The group's loss terms on B faces (``total`` is differentiable in the critic's weights).
+
+    The critic runs in eval mode here (normalisation layers use their running statistics, its weights still
+    learn): the gradient is trained as the loss will compute it, and in train mode batch statistics would
+    couple the faces' input gradients.
+    """
+    was_training = critic.training
+    critic.eval()
+    try:
+        scores, gradient = score_gradient(critic, face_model, render, image, start, create_graph=True)
+        cosine = metric_cosine(gradient, direction_to_truth(start, truth), weights)
+        losses = {"cosine": cosine.mean().detach(), "total": (1 - cosine).mean()}
+        if config.ranking_weight:
+            at_start_pose = replace(start, shape=truth.shape, expression=truth.expression)
+            truth_scores = critic(image, render(face_model(at_start_pose).vertices, start.camera).shaded)
+            ranking = F.softplus(scores - truth_scores).mean()
+            losses["ranking"] = ranking.detach()
+            losses["total"] = losses["total"] + config.ranking_weight * ranking
+    finally:
+        critic.train(was_training)
+    norm = gradient.norm(dim=1)
+    losses["gradient_norm"] = norm.mean().detach()
+    if config.magnitude_weight:
+        magnitude = (norm.clamp(min=1e-12).log() - float(torch.tensor(config.target_norm).log())).pow(2).mean()
+        losses["magnitude"] = magnitude.detach()
+        losses["total"] = losses["total"] + config.magnitude_weight * magnitude
+    return losses

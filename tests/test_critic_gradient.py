@@ -1,0 +1,204 @@
+"""The gradient-trained critic: the fit-error model, the gradient objective, smooth activations, fresh faces."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from regressor.critic.fit_error import FitErrorModel, group_shrinkage
+from regressor.critic.gradient import (
+    GradientConfig, direction_to_truth, gradient_losses, metric_cosine, metric_weights, sample_starts, score_gradient,
+)
+from regressor.critic.network import ShapeCritic
+from regressor.critic.operating_point import vertex_renderer
+from regressor.face_model import FaceModel
+from regressor.render import Renderer
+from regressor.types import FaceParams
+
+TINY = {"channels": [8, 8, 16, 16], "stem_width": 8}
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return FaceModel.builtin()
+
+
+def _params(n: int, n_shape: int, n_expression: int, generator: torch.Generator) -> FaceParams:
+    params = FaceParams.zeros(n, n_shape, n_expression, 2)
+    params.shape = torch.randn(n, n_shape, generator=generator)
+    params.expression = torch.randn(n, n_expression, generator=generator)
+    return params
+
+
+def test_fit_error_model_recovers_the_shrinkage_and_its_sampler_reproduces_the_covariance():
+    generator = torch.Generator().manual_seed(0)
+    truth = _params(6000, 3, 2, generator)
+    slope = torch.tensor([0.5, 0.3, 0.8, 0.6, 0.9])
+    offset = torch.tensor([0.1, -0.2, 0.0, 0.05, 0.3])
+    root = torch.randn(5, 5, generator=generator) * 0.3
+    covariance = root @ root.T + 0.05 * torch.eye(5)
+    residual = torch.randn(6000, 5, generator=generator) @ torch.linalg.cholesky(covariance).T
+    x = torch.cat([truth.shape, truth.expression], 1)
+    y = slope * x + offset + residual
+    fit = FaceParams(**{**vars(truth), "shape": y[:, :3], "expression": y[:, 3:]})
+
+    model = FitErrorModel.estimate(truth, fit, fields=("shape", "expression"))
+    assert torch.allclose(model.slope, slope, atol=0.03) and torch.allclose(model.offset, offset, atol=0.03)
+    assert torch.allclose(model.covariance, covariance, atol=0.03)
+
+    sampled = model.sample(truth, torch.Generator().manual_seed(1))
+    drawn = torch.cat([sampled.shape, sampled.expression], 1) - model.slope * x - model.offset
+    empirical = drawn.T @ drawn / (len(drawn) - 1)
+    assert torch.linalg.norm(empirical - covariance) < 0.05 * torch.linalg.norm(covariance)
+    assert torch.equal(sampled.albedo, truth.albedo) and torch.equal(sampled.light, truth.light)
+    # a shrinking fitter's errors anticorrelate with the truth; so do the sampled ones
+    assert group_shrinkage(truth, sampled)["shape"] < -0.3
+    assert group_shrinkage(truth, fit)["shape"] == pytest.approx(group_shrinkage(truth, sampled)["shape"], abs=0.03)
+
+
+def test_fit_error_model_file_round_trip_and_clear_errors(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    truth = _params(50, 3, 2, generator)
+    model = FitErrorModel.estimate(truth, truth, fields=("shape", "expression"))
+    model.save(tmp_path / "model.pt")
+    loaded = FitErrorModel.load(tmp_path / "model.pt")
+    assert torch.equal(loaded.residual_cholesky, model.residual_cholesky) and loaded.num_fits == 50
+    with pytest.raises(FileNotFoundError, match="python -m regressor.critic.fit_error"):
+        FitErrorModel.load(tmp_path / "missing.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a fit-error model"):
+        FitErrorModel.load(tmp_path / "other.pt")
+
+
+def test_starts_are_operating_segment_or_noisy_truth():
+    generator = torch.Generator().manual_seed(0)
+    truth = _params(400, 3, 2, generator)
+    fit = FaceParams(**{**vars(truth), "shape": truth.shape * 0.5, "expression": truth.expression * 0.5})
+    model = FitErrorModel.estimate(truth, fit, fields=("shape", "expression"), ridge=1e-9)  # an exact 0.5 shrinkage
+    config = GradientConfig(start_mix=(1.0, 1.0, 1.0), start_scale=(0.5, 1.5), truth_noise=0.3)
+    start, kind = sample_starts(truth, model, config, torch.Generator().manual_seed(1))
+    # start = truth + s (fit - truth) = truth (1 - s/2): s in [0.5, 1.5] for operating, [0, 1] for segment
+    s = (1 - start.shape / truth.shape) * 2
+    operating, segment = s[kind == 0], s[kind == 1]
+    assert operating.min() > 0.49 and operating.max() < 1.51 and operating.max() > 1.2
+    assert segment.min() > -0.01 and segment.max() < 1.01
+    noise = (start.shape - truth.shape)[kind == 2]
+    assert noise.std() == pytest.approx(0.3, rel=0.2)
+    assert {0, 1, 2} == set(kind.tolist())
+
+
+def test_metric_cosine_is_the_plain_cosine_in_parameter_space_and_weights_components_geometrically(face_model):
+    gradient, direction = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    assert float(metric_cosine(gradient, direction, torch.ones(2))) == pytest.approx(2 ** -0.5)
+    # a coefficient with 4x the geometric effect: in that metric the same direction leans towards it
+    assert float(metric_cosine(gradient, direction, torch.tensor([4.0, 1.0]))) == pytest.approx(
+        (1 * 1) / (0.5 * (4 + 1) ** 0.5), rel=1e-5)
+    weights = metric_weights(face_model, "geometric")
+    assert weights.shape == (face_model.n_shape + face_model.n_expression,) and (weights > 0).all()
+    assert weights[0] > 10 * weights[face_model.n_shape - 1]  # the leading identity component moves the face most
+
+
+def _one_face(face_model, size=32):
+    from regressor.synthetic.generator import SyntheticFaceGenerator
+
+    batch = SyntheticFaceGenerator(face_model, size).generate([40_000_000])
+    generator = torch.Generator().manual_seed(3)
+    start = FaceParams(**{**vars(batch.params), "shape": batch.params.shape * 0.5,
+                          "expression": batch.params.expression * 0.5
+                          + 0.2 * torch.randn(batch.params.expression.shape, generator=generator)})
+    return batch, start
+
+
+def test_through_relu_the_first_layer_image_weights_get_no_second_order_gradient_through_silu_they_do(face_model):
+    batch, start = _one_face(face_model)
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    config = GradientConfig(faces_per_step=1, ranking_weight=0.0)
+    grads = {}
+    for activation in ("relu", "silu"):
+        torch.manual_seed(0)
+        critic = ShapeCritic("resnet10t", 32, TINY, activation=activation)
+        losses = gradient_losses(critic, face_model, render, batch.image, batch.params, start, config, torch.ones(150))
+        first = critic.backbone.conv1[0].weight if isinstance(critic.backbone.conv1, torch.nn.Sequential) \
+            else critic.backbone.conv1.weight
+        (gradient,) = torch.autograd.grad(losses["total"], first)
+        grads[activation] = gradient[:, :3].abs().max()  # the image's channels
+    assert grads["relu"] == 0.0
+    assert grads["silu"] > 1e-8
+
+
+def test_a_tiny_critic_trained_a_few_steps_on_one_face_raises_its_cosine(face_model):
+    batch, start = _one_face(face_model)
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu")
+    config = GradientConfig(faces_per_step=1)
+    weights = torch.ones(150)
+
+    def cosine() -> float:
+        _, gradient = score_gradient(critic.eval(), face_model, render, batch.image, start, create_graph=False)
+        return float(metric_cosine(gradient, direction_to_truth(start, batch.params), weights))
+
+    before = cosine()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    for _ in range(12):
+        losses = gradient_losses(critic, face_model, render, batch.image, batch.params, start, config, weights)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+    after = cosine()
+    assert after > before + 0.08, (before, after)  # measured: 0.035 -> 0.166
+
+
+def test_the_activation_is_stored_in_the_checkpoint_and_old_files_are_relu(tmp_path):
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu")
+    critic.save_checkpoint(tmp_path / "silu.pt")
+    loaded = ShapeCritic.from_checkpoint(tmp_path / "silu.pt")
+    assert loaded.activation == "silu" and isinstance(loaded.backbone.act1, torch.nn.SiLU)
+    payload = torch.load(tmp_path / "silu.pt", weights_only=True)
+    del payload["config"]["activation"]  # a file written before the option existed
+    torch.save(payload, tmp_path / "old.pt")
+    assert ShapeCritic.from_checkpoint(tmp_path / "old.pt").activation == "relu"
+
+
+def test_fresh_faces_are_new_at_every_sample_and_a_resumed_run_starts_after_the_used_ones():
+    from types import SimpleNamespace
+
+    from regressor.training.critic_data import CriticDataModule
+
+    data = CriticDataModule(val_samples=2, image_size=32, batch_size=2, fresh_faces=True, cache_dir=None)
+    data.setup("fit")
+    first = next(iter(data.train_dataloader()))
+    assert first["index"].tolist() == [0, 1] and not torch.equal(first["image"][0], first["image"][1])
+    data.trainer = SimpleNamespace(global_step=5)
+    resumed = next(iter(data.train_dataloader()))
+    assert resumed["index"].tolist() == [10, 11]
+
+
+def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_model):
+    from regressor.cli import main as regressor_main
+    from tests.test_critic_module import TINY_OVERRIDES
+
+    generator = torch.Generator().manual_seed(0)
+    truth = face_model.zero_params(40)
+    truth.shape = torch.randn(truth.shape.shape, generator=generator)
+    fit = FaceParams(**{**vars(truth), "shape": 0.5 * truth.shape})
+    FitErrorModel.estimate(truth, fit).save(tmp_path / "fit_error.pt")
+    initial = ShapeCritic("resnet10t", 32, TINY)
+    initial.save_checkpoint(tmp_path / "base.pt")
+    overrides = [a for a in TINY_OVERRIDES if a not in ("--data.init_args.train_samples", "4")]
+    regressor_main(["fit", "--config", "configs/critic/gradient.yaml", *overrides,
+                    "--model.init_args.init_checkpoint", str(tmp_path / "base.pt"),
+                    "--model.init_args.gradient.faces_per_step", "2",
+                    "--model.init_args.gradient.fit_error_model", str(tmp_path / "fit_error.pt"),
+                    "--model.init_args.val_gate_faces", "2", "--trainer.callbacks", "[]",
+                    "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+                    "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path)])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/gradient.cosine", "train/gradient.ranking", "val/gradient_cosine",
+            "val/gradient_cosine_other_image", "val/truth_beats_other_truth", "val/climb.error_start_mm",
+            "val/climb.error_end_mm", "val/climb.improved_fraction"} <= tags
+    cosine = events.Scalars("val/gradient_cosine")[-1].value
+    assert -1.0 <= cosine <= 1.0 and cosine != 0.0
