@@ -31,6 +31,8 @@ from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 from regressor.types import FaceParams
 
 AUC_ERROR_THRESHOLD_MM = 2.0
+WARMUP_STEPS = 100  # linear warm-up of the constant learning-rate schedule
+LR_SCHEDULES = ("one_cycle", "constant")
 
 
 class CriticModule(pl.LightningModule):
@@ -63,6 +65,8 @@ class CriticModule(pl.LightningModule):
             ``val/gradient_cosine_other_image``, ``val/truth_beats_other_truth``, ``val/climb.*``) from fixed
             fit-like starts (``regressor.critic.gradient_figures``; 0 = off; needs ``gradient.fit_error_model``).
         activation: the critic backbone's activation (``ShapeCritic``; ``silu`` for the gradient group).
+        lr_schedule: ``one_cycle`` over ``max_steps`` (warm-up, cosine decay), or ``constant`` after a
+            100-step warm-up, for runs of open length that are resumed until they are good enough.
         extra_light_directions: fixed lights whose grey renders join the main one as input channels
             (``CriticRenderSettings``; stored in the checkpoint). With ``init_checkpoint`` of a critic with
             fewer, the new channels' first-layer weights start at zero (``widened_input``).
@@ -80,9 +84,11 @@ class CriticModule(pl.LightningModule):
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
                  init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
                  error_target: str = "camera_whole_head", gradient: dict[str, Any] | None = None,
-                 val_gate_faces: int = 0, activation: str = "relu",
+                 val_gate_faces: int = 0, activation: str = "relu", lr_schedule: str = "one_cycle",
                  extra_light_directions: Sequence[Sequence[float]] = (), hand_made_weight: float = 1.0) -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"CriticModule: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.save_hyperparameters(ignore=["face_model"])
         self.__dict__["_face_model"] = face_model  # a tool like the renderer: not a submodule, not in the state dict
         if face_model is not None:
@@ -316,9 +322,12 @@ class CriticModule(pl.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.critic.parameters(), lr=self.hparams.learning_rate,
                                       weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.learning_rate, total_steps=total,
-                                                        pct_start=0.05, anneal_strategy="cos")
+        if self.hparams.lr_schedule == "constant":  # a run of open length (resumed until it is good enough)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
+        else:
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.hparams.learning_rate, total_steps=total,
+                                                            pct_start=0.05, anneal_strategy="cos")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _log_grid(self, tag: str, image: Tensor, shaded: Tensor, scores: Tensor, error: Tensor, rows: int = 4) -> None:
