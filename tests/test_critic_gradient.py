@@ -202,3 +202,20 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
             "val/climb.error_end_mm", "val/climb.improved_fraction"} <= tags
     cosine = events.Scalars("val/gradient_cosine")[-1].value
     assert -1.0 <= cosine <= 1.0 and cosine != 0.0
+
+
+def test_the_learning_curve_pairs_each_validation_with_the_training_cosine_since_the_last_one(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from benchmarks.learning_curve import learning_curve, read_scalars
+
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(10):
+        writer.add_scalar("train/gradient.cosine", 0.1 * step, step)
+    writer.add_scalar("val/gradient_cosine", 0.05, 4)
+    writer.add_scalar("val/gradient_cosine", 0.07, 9)
+    writer.close()
+    rows = learning_curve(read_scalars([str(tmp_path)]), batch_size=8)
+    assert [(r["step"], r["faces_seen"]) for r in rows] == [(4, 40), (9, 80)]
+    assert rows[0]["train_cosine"] == pytest.approx(0.2) and rows[1]["train_cosine"] == pytest.approx(0.7)
+    assert rows[1]["gradient_cosine"] == pytest.approx(0.07)
