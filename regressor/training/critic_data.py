@@ -115,6 +115,8 @@ class CriticDataModule(pl.LightningDataModule):
         train_samples / val_samples: pool sizes (seeds from ``critic_train`` / ``critic_val``).
         image_size: synthetic image size (px); the critic resizes to its own size.
         batch_size: faces per step (each brings 1 + num_negatives candidates).
+        val_batch_size: faces per validation batch (None = ``batch_size``); the critic's per-validation figures
+            (``val_gate_faces``, ``val_gradient_faces``) are computed on the first batch.
         synthetic: ``SyntheticConfig`` overrides, e.g. ``{extra_geometry: true}``, or a preset name
             (``SyntheticConfig.preset``), e.g. ``model_only``.
         face_model: the face model of the synthetic faces (default: the built-in stand-in); the CLI
@@ -129,7 +131,8 @@ class CriticDataModule(pl.LightningDataModule):
     def __init__(self, train_samples: int = 2048, val_samples: int = 128, image_size: int = 64,
                  batch_size: int = 16, seed_offset: int = 0, synthetic: dict[str, Any] | str | None = None,
                  face_model: Optional[FaceModelProtocol] = None, num_workers: int = 0,
-                 cache_dir: str | None = "outputs/critic_pool_cache", fresh_faces: bool = False) -> None:
+                 cache_dir: str | None = "outputs/critic_pool_cache", fresh_faces: bool = False,
+                 val_batch_size: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["face_model"])
         self.face_model = face_model
@@ -166,5 +169,5 @@ class CriticDataModule(pl.LightningDataModule):
                           num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_pool, batch_size=self.hparams.batch_size, shuffle=False,
+        return DataLoader(self.val_pool, batch_size=self.hparams.val_batch_size or self.hparams.batch_size, shuffle=False,
                           num_workers=self.hparams.num_workers)
