@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
+    from regressor.assets import resolve_shipped
     from regressor.inference import SHIPPED_REGRESSOR, Reconstructor
     from regressor.io.reconstruction import write_reconstruction
     from regressor.pipeline import Reconstruction
     from regressor.types import FaceMesh, FaceParams, Renders
 
-    checkpoint = args.ckpt_path or SHIPPED_REGRESSOR
+    checkpoint = resolve_shipped(args.ckpt_path) if args.ckpt_path else SHIPPED_REGRESSOR
     if not Path(checkpoint).is_file():
         raise SystemExit(f"regressor predict: checkpoint {checkpoint} does not exist")
     reconstructor = Reconstructor.from_checkpoint(checkpoint, device=args.device)
