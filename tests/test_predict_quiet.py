@@ -63,16 +63,10 @@ def test_faces_the_detector_misses_are_counted_and_reported_in_one_line(faces, c
     assert dataset.no_face_detected == 5 and "no face detected in 5 of 5 image(s)" in report and "\n" not in report
 
 
-def test_predict_prints_one_summary_and_one_centre_crop_line(faces, tmp_path, monkeypatch, capsys):
-    import torch
-
+def test_predict_prints_one_summary_and_one_centre_crop_line(faces, tmp_path, monkeypatch, capsys, tiny_regressor):
     import regressor.predict_cli as predict_cli
-    from regressor.io.regressor_file import export_regressor
-    from regressor.pipeline import build_pipeline
 
-    torch.manual_seed(0)
-    tiny = dict(backbone="resnet10t", n_shape=10, n_expression=5, n_albedo=3, image_size=32, encoder={"neck": "spatial"})
-    checkpoint = export_regressor(build_pipeline(**tiny).state_dict(), tiny, tmp_path / "tiny.ckpt", {})
+    checkpoint = tiny_regressor.path
     for stem in ("face_03", "face_04"):
         (faces / "landmarks" / f"{stem}.pts").unlink()  # two photos the detector then misses
     monkeypatch.setattr(predict_cli, "_provider", lambda mode, cache: RecordingProvider())
