@@ -72,7 +72,7 @@ def test_installed_wheel_predicts_two_images_from_another_directory(wheel, tmp_p
     env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1")
     out = elsewhere / "meshes"
     done = subprocess.run([str(site / "bin" / "regressor"), "predict", "--images", str(faces / "images"),
-                           "--out", "meshes"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+                           "--out", "meshes"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads((out / "predictions.json").read_text())
     # the weights came from the installed package, not from the repository
