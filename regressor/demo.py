@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-QUICKSTART = "configs/regressor/quickstart.yaml"
+#: as written in the repository; outside it (an installed wheel) the shipped copy (``regressor.assets``)
+QUICKSTART_NAME = "configs/regressor/quickstart.yaml"
 QUICKSTART_OUT = Path("outputs/quickstart")
 
 
@@ -118,6 +119,7 @@ def _errors(vertices, truth, face) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.argv = sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
+    from regressor.assets import resolve_shipped
     from regressor.face_model import FaceModel
     from regressor.face_model.cli import export_obj
     from regressor.inference import SHIPPED_REGRESSOR
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not SHIPPED_REGRESSOR.is_file():
         raise SystemExit(f"demo: the shipped regressor {SHIPPED_REGRESSOR} is missing (it is part of the repository)")
+    quickstart = str(resolve_shipped(QUICKSTART_NAME))
     start = time.perf_counter()
     total = 6
     _header(1, total, "face model")
@@ -137,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     _header(2, total, f"render a pool of {args.train_images} synthetic training faces (split 'train')")
     pool = render_pool(args.train_images, args.size, args.out / "pool")
 
-    _header(3, total, f"fine-tune the shipped regressor: regressor fit --config {QUICKSTART}")
-    fit_args = ["--config", QUICKSTART, "--data.init_args.pool_dir", str(pool),
+    _header(3, total, f"fine-tune the shipped regressor: regressor fit --config {quickstart}")
+    fit_args = ["--config", quickstart, "--data.init_args.pool_dir", str(pool),
                 "--data.init_args.image_size", str(args.size)]
     if args.max_steps is not None:
         fit_args += ["--trainer.max_steps", str(args.max_steps)]

@@ -25,13 +25,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from regressor.assets import default_config, resolve_shipped
 from regressor.fitting import FitStage
 
 #: one stage of the schedule: ``{name, steps, optimize, weights, lr_scale}`` (``regressor.fitting.FitStage``)
 StageConfig = FitStage
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "fitting"
-DEFAULT_FITTING_CONFIG = CONFIG_DIR / "default.yaml"
+#: ``configs/fitting/default.yaml``, package data (``regressor.assets``), so also in an installed wheel
+DEFAULT_FITTING_CONFIG = default_config("fitting/default.yaml")
+CONFIG_DIR = DEFAULT_FITTING_CONFIG.parent
 
 
 @dataclass
@@ -115,8 +117,9 @@ def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def load_fitting_config(path: str | Path = DEFAULT_FITTING_CONFIG) -> FittingConfig:
-    """The typed, effective ``FittingConfig`` of a fitting yaml."""
-    effective = _read_file(Path(path), ())
+    """The typed, effective ``FittingConfig`` of a fitting yaml: ``path`` as given (relative to the working
+    directory), or the shipped one it names (``configs/fitting/default.yaml`` outside the repository)."""
+    effective = _read_file(resolve_shipped(path), ())
     for key in ("losses", "stages"):
         if key not in effective:
             raise KeyError(f"fitting config {path} has no '{key}' section (set it, or 'base' a file that does)")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from regressor.assets import resolve_shipped, shipped_checkpoint
 from regressor.pipeline import Reconstruction, ReconstructionPipeline, build_pipeline
 from regressor.types import FaceMesh, FaceParams, Renders
 
@@ -27,8 +28,9 @@ PIPELINE_PREFIX = "pipeline."
 PIPELINE_HPARAMS = ("backbone", "n_shape", "n_expression", "n_albedo", "image_size", "encoder", "face_model", "renderer")
 
 
-#: The pretrained regressor that ships with the project (an exported file, see regressor.io.regressor_file).
-SHIPPED_REGRESSOR = Path(__file__).resolve().parents[1] / "checkpoints" / "regressor.ckpt"
+#: The pretrained regressor that ships with the project (an exported file, see regressor.io.regressor_file);
+#: package data, found through ``importlib.resources`` (``regressor.assets``), so also in an installed wheel.
+SHIPPED_REGRESSOR = shipped_checkpoint("regressor.ckpt")
 
 
 class CheckpointKindError(ValueError):
@@ -76,9 +78,13 @@ def regressor_hparams(checkpoint: dict[str, Any], path: str | Path) -> dict[str,
 
 
 def load_pipeline(path: str | Path) -> ReconstructionPipeline:
-    """A ``ReconstructionPipeline`` with the weights of a Lightning ``.ckpt`` or an exported regressor file."""
+    """A ``ReconstructionPipeline`` with the weights of a Lightning ``.ckpt`` or an exported regressor file.
+
+    ``path`` is read as given (relative to the working directory); ``checkpoints/regressor.ckpt`` that is
+    not there (outside the repository) is the shipped file (``regressor.assets.resolve_shipped``)."""
     from regressor.io.regressor_file import is_regressor_file, read_regressor_file
 
+    path = resolve_shipped(path)
     checkpoint = load_checkpoint_file(path)
     if is_regressor_file(checkpoint):
         hparams, state = read_regressor_file(checkpoint, path)

@@ -6,8 +6,10 @@ when none is given, the shipped ``checkpoints/regressor.ckpt``. With ``--config`
 predict`` is LightningCLI's predict, as before.
 
 Every photo is cropped around its face, in order of preference: its landmark file, a box from
-``--boxes``, offline detection (on by default when the detector is installed), else a centre
-crop with a warning. How each image was cropped is printed and written to ``predictions.json``.
+``--boxes``, offline detection (on by default when the detector is installed; never for an image
+with a landmark file), else a centre crop. How each image was cropped is written to
+``predictions.json`` (and printed with ``--verbose``); the summary counts the crops in one line,
+and one more line says how many were centre-cropped (and how many of those had no detected face).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offline landmark detection for photos without landmark files (auto: when installed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--verbose", action="store_true", help="print how each image was cropped")
     return p
 
 
@@ -54,20 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from regressor.data.predict_folder import PredictImageDataset, collate_skipping_unreadable
+    from regressor.assets import resolve_shipped
     from regressor.inference import SHIPPED_REGRESSOR, Reconstructor
     from regressor.io.reconstruction import write_reconstruction
     from regressor.pipeline import Reconstruction
     from regressor.types import FaceMesh, FaceParams, Renders
 
-    checkpoint = args.ckpt_path or SHIPPED_REGRESSOR
+    checkpoint = resolve_shipped(args.ckpt_path) if args.ckpt_path else SHIPPED_REGRESSOR
     if not Path(checkpoint).is_file():
         raise SystemExit(f"regressor predict: checkpoint {checkpoint} does not exist")
     reconstructor = Reconstructor.from_checkpoint(checkpoint, device=args.device)
-    root = args.images
-    landmark_dirs = args.landmarks
-    if landmark_dirs is None and root.name == "images" and (root.parent / "landmarks").is_dir():
-        landmark_dirs = root.parent / "landmarks"
-    dataset = PredictImageDataset(root, reconstructor.image_size, landmarks_dir=landmark_dirs, boxes=args.boxes,
+    root = args.images  # <face folder>/images: its landmarks/ is found too (PredictImageDataset)
+    dataset = PredictImageDataset(root, reconstructor.image_size, landmarks_dir=args.landmarks, boxes=args.boxes,
                                   landmark_provider=_provider(args.detect, args.out / "landmarks_detected"))
     if len(dataset) == 0:
         raise SystemExit(f"regressor predict: no readable images in {root}")
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, crop in zip(batch["name"], batch["crop"]):
             records[name] = {"crop": crop, "box": None}
             crops[crop] += 1
-            print(f"  {name}: cropped from {crop}")
+            if args.verbose:
+                print(f"  {name}: cropped from {crop}")
         for name, box in zip(batch["name"], batch["box"].tolist()):
             records[name]["box"] = [round(v, 2) for v in box]
     skipped = dict(dataset.total_skipped)
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"predicted {len(records)} face(s) into {args.out} ({summary})"
           + (f"; skipped {sum(skipped.values())}: {skipped}" if skipped else ""))
     if crops.get("centre"):
-        print(f"warning: {crops['centre']} image(s) were centre-cropped (no landmarks, box or detected face)")
+        undetected = dataset.no_face_detected
+        print(f"warning: {crops['centre']} image(s) were centre-cropped (no landmarks, box or detected face"
+              + (f"; the detector found no face in {undetected}" if undetected else "") + ")")
     return 0
 
 

@@ -1,11 +1,13 @@
 """`regressor fit|validate|predict` on the quickstart config (tiny sizes): resume, predict, reuse."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from regressor.cli import main
+from regressor.data.predict_folder import PredictImageDataset
 from regressor.inference import Reconstructor
 from tests.regression_helpers import QUICKSTART, TINY_SIZE, critic_checkpoint, shrink_config
 
@@ -47,21 +49,42 @@ def test_resume_from_last_continues_at_the_same_global_step(fitted):
     assert resumed == [2], "the resumed run must log only the one new step, numbered after the first run's"
 
 
-def test_predict_on_an_image_folder_writes_mesh_params_and_render_per_image(fitted, tmp_path):
+def test_predict_on_an_image_folder_writes_each_image_its_own_prediction(fitted, tmp_path):
     config, out = fitted
+    checkpoint = out / "dirpath" / "last.ckpt"
     images = tmp_path / "faces"
     images.mkdir()
+    generator = torch.Generator().manual_seed(0)
     for name in ("anna", "ben"):
-        pixels = (torch.rand(48, 40, 3) * 255).to(torch.uint8).numpy()
+        pixels = (torch.rand(48, 40, 3, generator=generator) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(images / f"{name}.png")
     predictions = tmp_path / "predictions"
     assert main([
-        "predict", "--config", str(config), "--ckpt_path", str(out / "dirpath" / "last.ckpt"),
+        "predict", "--config", str(config), "--ckpt_path", str(checkpoint),
         "--data.init_args.predict_dir", str(images), "--prediction_writer.output_dir", str(predictions),
+        "--data.init_args.detect_landmarks", "false",  # centre crops, whether or not dlib is installed
     ]) == 0
     written = {p.name for p in predictions.iterdir()}
     for name in ("anna", "ben"):
         assert {f"{name}.obj", f"{name}.npz", f"{name}_render.png"} <= written
+    # the values: each file holds what the checkpoint predicts for *its* image's crop (the Lightning
+    # module, built from the config, against the Reconstructor, built from the checkpoint alone)
+    dataset = PredictImageDataset(images, TINY_SIZE)  # the same centre crops, in name order: anna, ben
+    crops = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    expected = Reconstructor.from_checkpoint(checkpoint).predict(crops)
+    saved = {name: np.load(predictions / f"{name}.npz") for name in ("anna", "ben")}
+    keys = ("shape", "expression", "global_pose", "jaw_pose", "camera", "albedo", "light")
+
+    def matches(name: str, index: int) -> bool:
+        return all(np.allclose(saved[name][key], getattr(expected.params, key)[index].numpy(), rtol=1e-4, atol=1e-7)
+                   for key in keys)
+
+    assert matches("anna", 0) and matches("ben", 1)
+    assert not matches("anna", 1) and not matches("ben", 0)  # the images differ enough to tell a swapped name
+    for index, name in enumerate(("anna", "ben")):
+        vertices = [[float(v) for v in line.split()[1:4]]
+                    for line in (predictions / f"{name}.obj").read_text().splitlines() if line.startswith("v ")]
+        np.testing.assert_allclose(np.asarray(vertices), expected.mesh.vertices[index].numpy(), atol=1e-5)
 
 
 def test_validate_reports_held_out_metrics(fitted, capsys):
@@ -73,9 +96,18 @@ def test_validate_reports_held_out_metrics(fitted, capsys):
 
 def test_a_cli_checkpoint_loads_in_the_reconstructor_without_the_config(fitted):
     _, out = fitted
-    reconstructor = Reconstructor.from_checkpoint(out / "dirpath" / "last.ckpt")
-    result = reconstructor.predict(torch.rand(2, 3, TINY_SIZE, TINY_SIZE))
+    path = out / "dirpath" / "last.ckpt"
+    reconstructor = Reconstructor.from_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    trained = {key[len("pipeline."):]: value for key, value in state.items() if key.startswith("pipeline.")}
+    torch.testing.assert_close(reconstructor.pipeline.state_dict(), trained, rtol=0, atol=0)  # every weight, exactly
+    result = reconstructor.predict(torch.rand(2, 3, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(1)))
     assert result.mesh.vertices.shape[0] == 2 and result.renders.shaded.shape[-1] == TINY_SIZE
+    # two training steps moved the heads off the zero start: not the mean face a weightless load would give
+    model = reconstructor.pipeline.face_model
+    with torch.no_grad():
+        mean_face = model(model.zero_params(2)).vertices
+    assert (result.mesh.vertices - mean_face).norm(dim=-1).mean() > 1e-4
 
 
 def test_config_with_a_class_path_from_before_the_architecture_step_names_the_new_path(tmp_path):

@@ -67,16 +67,20 @@ def test_critic_is_frozen_hidden_from_optimizers_and_checkpoints(critic_path):
     assert next(term.critic.parameters()).dtype == torch.float64  # follows .to()/.double()
 
 
-def test_relative_checkpoint_is_found_in_the_repository_root(tmp_path, monkeypatch, critic_path):
-    repo = tmp_path / "repo"
-    (repo / "checkpoints").mkdir(parents=True)
-    tiny_critic().save_checkpoint(repo / "checkpoints" / "critic.pt", {})
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr(perceptual_module, "REPO_ROOT", repo)
+def test_default_checkpoint_outside_the_repository_is_the_shipped_critic(tmp_path, monkeypatch):
+    from regressor.assets import shipped_checkpoint
+
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here: the package data's critic (regressor.assets)
     term = build_loss("perceptual_shape")  # default: checkpoints/critic.pt
-    assert term.checkpoint == str(repo / "checkpoints" / "critic.pt")
+    assert term.checkpoint == str(shipped_checkpoint("critic.pt"))
+
+
+def test_a_relative_checkpoint_in_the_working_directory_wins_over_the_shipped_one(tmp_path, monkeypatch):
+    (tmp_path / "checkpoints").mkdir()
+    tiny_critic().save_checkpoint(tmp_path / "checkpoints" / "critic.pt", {})
+    monkeypatch.chdir(tmp_path)
+    term = build_loss("perceptual_shape", checkpoint="checkpoints/critic.pt")
+    assert term.checkpoint == "checkpoints/critic.pt" and term.critic.image_size == S
 
 
 def test_missing_checkpoint_names_the_path(tmp_path, monkeypatch):

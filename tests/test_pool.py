@@ -19,13 +19,6 @@ def pool_dir(tmp_path_factory, face_model):
     return out
 
 
-@pytest.fixture(scope="module")
-def face_model():
-    from regressor.face_model import FaceModel
-
-    return FaceModel.builtin()
-
-
 def test_pool_sample_equals_the_generator_for_its_seed(pool_dir, face_model):
     pool = FacePool(pool_dir)
     assert len(pool) == 3

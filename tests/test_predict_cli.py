@@ -10,26 +10,11 @@ import regressor.inference as inference
 from regressor.cli import main as regressor_main
 from regressor.data.landmarks_io import save_pts
 from regressor.inference import Reconstructor, load_pipeline
-from regressor.io.regressor_file import RegressorFileError, export_regressor, read_regressor_file
+from regressor.io.regressor_file import RegressorFileError, read_regressor_file
 from regressor.pipeline import build_pipeline
 
-TINY = dict(backbone="resnet10t", n_shape=10, n_expression=5, n_albedo=3, image_size=32,
-            encoder={"neck": "spatial"})
-
-
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    torch.manual_seed(0)
-    pipeline = build_pipeline(**TINY)
-    for p in pipeline.encoder.parameters():  # non-zero heads, so a wrong load would show
-        p.data.normal_(0, 0.02)
-    path = tmp_path_factory.mktemp("ckpt") / "regressor.ckpt"
-    export_regressor(pipeline.state_dict(), TINY, path, {"note": "test"})
-    return path, pipeline
-
-
-def test_exported_file_loads_weights_only_and_predicts_like_the_original(tiny_file):
-    path, original = tiny_file
+def test_exported_file_loads_weights_only_and_predicts_like_the_original(tiny_regressor):
+    path, original = tiny_regressor.path, tiny_regressor.pipeline
     assert torch.load(path, weights_only=True)["format"] == "face-psl-regressor"
     loaded = load_pipeline(path).eval()
     images = torch.rand(2, 3, 32, 32)
@@ -40,20 +25,20 @@ def test_exported_file_loads_weights_only_and_predicts_like_the_original(tiny_fi
     difference = (a.mesh.vertices - b.mesh.vertices).norm(dim=-1)
     assert difference.mean() < 3e-4 and difference.max() < 2e-3
     with torch.no_grad():
-        fresh = build_pipeline(**TINY).eval()(images)  # zero heads: the mean face
+        fresh = build_pipeline(**tiny_regressor.description).eval()(images)  # zero heads: the mean face
     assert (a.mesh.vertices - fresh.mesh.vertices).norm(dim=-1).mean() > 3 * difference.mean()
 
 
-def test_wrong_version_is_refused(tiny_file):
-    path, _ = tiny_file
+def test_wrong_version_is_refused(tiny_regressor):
+    path = tiny_regressor.path
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["version"] = 99
     with pytest.raises(RegressorFileError, match="version 99"):
         read_regressor_file(checkpoint, path)
 
 
-def test_predict_without_ckpt_path_uses_the_shipped_regressor(tiny_file, tmp_path, monkeypatch):
-    path, _ = tiny_file
+def test_predict_without_ckpt_path_uses_the_shipped_regressor(tiny_regressor, tmp_path, monkeypatch):
+    path = tiny_regressor.path
     monkeypatch.setattr(inference, "SHIPPED_REGRESSOR", path)
     photos = tmp_path / "faces" / "images"
     photos.mkdir(parents=True)
@@ -78,7 +63,7 @@ def test_predict_with_a_missing_checkpoint_names_it(tmp_path):
                         "--ckpt_path", str(tmp_path / "nope.ckpt")])
 
 
-def test_reconstructor_defaults_to_the_shipped_file(tiny_file, monkeypatch):
-    path, _ = tiny_file
+def test_reconstructor_defaults_to_the_shipped_file(tiny_regressor, monkeypatch):
+    path = tiny_regressor.path
     monkeypatch.setattr(inference, "SHIPPED_REGRESSOR", path)
     assert Reconstructor.from_checkpoint().image_size == 32

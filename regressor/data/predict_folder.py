@@ -3,7 +3,9 @@
 Each image is cropped, in order of preference, from:
 
 1. its landmark file (same stem, ``.pts``/``.npy``/``.txt``, in ``landmarks_dir``,
-   ``root/landmarks`` or next to the image): the same crop as training;
+   ``root/landmarks``, the ``landmarks/`` beside ``root`` when ``root`` is a face folder's
+   ``images/`` (the layout ``regressor synth`` writes), or next to the image): the same crop as
+   training; the detector is not consulted for such an image;
 2. a box from ``boxes`` (a JSON file ``{"<stem or file name>": [x0, y0, x1, y1], ...}``),
    enlarged by ``box_scale``;
 3. a ``landmark_provider`` (e.g. the optional offline detector, ``CachedLandmarkProvider``);
@@ -14,10 +16,15 @@ Samples: ``image`` (3,S,S) float [0,1], ``name`` (file stem), ``index``, ``box``
 (``landmarks`` | ``box`` | ``detected`` | ``centre``: how it was cropped).
 Unreadable images are skipped and counted: up front where the header shows it, else at load
 time, where the sample comes back as None and ``collate_skipping_unreadable`` drops it.
+
+An image the ``landmark_provider`` finds no face in is centre-cropped, logged at DEBUG level and
+counted (``no_face_detected``, also inside DataLoader workers); the callers print the count once,
+in their summary (``detection_report``), not one warning per image.
 """
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -30,6 +37,8 @@ from torch.utils.data import Dataset, default_collate
 from regressor.data.crop import CropBox, box_from_image, box_from_landmarks, box_from_xyxy, crop_image
 from regressor.data.image_io import ImageReadError, list_images, load_image_reduced, probe_image
 from regressor.data.landmarks_io import LandmarkFileError, find_landmark_file, load_landmarks
+
+log = logging.getLogger(__name__)
 
 
 def _read_boxes(path: str | Path) -> dict[str, list[float]]:
@@ -68,11 +77,13 @@ class PredictImageDataset(Dataset):
         self.crop_shift_y = crop_shift_y
         self.landmark_provider = landmark_provider
         self.boxes = _read_boxes(boxes) if boxes is not None else {}
-        self.landmark_dirs = [Path(d) for d in (landmarks_dir, self.root / "landmarks", images_dir) if d is not None]
+        beside = self.root.parent / "landmarks" if self.root.name == "images" else None  # <face folder>/images given
+        self.landmark_dirs = [Path(d) for d in (landmarks_dir, self.root / "landmarks", beside, images_dir) if d is not None]
         self.skipped: Counter = Counter()
         self.paths: list[Path] = []
         self.sizes: list[tuple[int, int]] = []  # (height, width), upright
         self._lazy_failures = torch.zeros(0, dtype=torch.int8)  # per image, set in workers (shared memory)
+        self._no_face = torch.zeros(0, dtype=torch.int8)  # per image: the provider found no face (shared memory)
         for path in list_images(images_dir):
             try:
                 info = probe_image(path)
@@ -84,10 +95,24 @@ class PredictImageDataset(Dataset):
         if not self.paths:
             raise FileNotFoundError(f"no readable images in {images_dir} ({self.skip_report()})")
         self._lazy_failures = torch.zeros(len(self.paths), dtype=torch.int8).share_memory_()
+        self._no_face = torch.zeros(len(self.paths), dtype=torch.int8).share_memory_()
 
     @property
     def total_skipped(self) -> Counter:
         return self.skipped + Counter({"unreadable_image": int(self._lazy_failures.sum())})
+
+    @property
+    def no_face_detected(self) -> int:
+        """Images the ``landmark_provider`` found no face in (so far; centre-cropped)."""
+        return int(self._no_face.sum())
+
+    def detection_report(self) -> str:
+        """One line on the images without a detected face, or "" when there were none."""
+        missing = self.no_face_detected
+        if not missing:
+            return ""
+        return (f"predict folder {self.root}: no face detected in {missing} of {len(self)} image(s), centre-cropped "
+                "(a landmark file with the same stem, or a --boxes entry, crops it instead)")
 
     def skip_report(self) -> str:
         counts = self.total_skipped
@@ -98,7 +123,7 @@ class PredictImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _box(self, path: Path, height: int, width: int) -> tuple[CropBox, str]:
+    def _box(self, index: int, path: Path, height: int, width: int) -> tuple[CropBox, str]:
         landmark_file = find_landmark_file(path.stem, self.landmark_dirs)
         if landmark_file is not None:
             try:
@@ -112,14 +137,15 @@ class PredictImageDataset(Dataset):
         if self.landmark_provider is not None:
             try:
                 return box_from_landmarks(self.landmark_provider(path), self.crop_scale, self.crop_shift_y), "detected"
-            except ValueError as error:  # no face: fall back to the whole image
-                warnings.warn(f"{path.name}: {error}; using a centre crop", stacklevel=3)
+            except ValueError as error:  # no face: fall back to the whole image; counted, summarised by the caller
+                self._no_face[index] = 1
+                log.debug("%s: %s; using a centre crop", path.name, error)
         return box_from_image(height, width), "centre"
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         path = self.paths[index]
         try:
-            box, crop_source = self._box(path, *self.sizes[index])
+            box, crop_source = self._box(index, path, *self.sizes[index])
             image, scale = load_image_reduced(path, 2.0 * self.image_size / box.size)
         except ImageReadError as error:
             self._lazy_failures[index] = 1

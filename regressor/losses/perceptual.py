@@ -23,23 +23,22 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from regressor.assets import resolve_shipped
 from regressor.losses import LossTerm, register_loss
 from regressor.types import LossInputs, Renders
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CRITIC_CHECKPOINT = "checkpoints/critic.pt"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """``path`` as given if it exists (relative to the cwd), else relative to the repository root."""
-    candidate = Path(path).expanduser()
+    """``path`` as given if it exists (relative to the cwd), else the shipped critic it names
+    (``checkpoints/critic.pt``: package data, ``regressor.assets``)."""
+    candidate = resolve_shipped(path)
     if candidate.is_file():
         return candidate
-    if not candidate.is_absolute() and (REPO_ROOT / candidate).is_file():
-        return REPO_ROOT / candidate
     raise FileNotFoundError(
-        f"perceptual_shape: critic checkpoint '{path}' not found (looked in {Path.cwd()} and {REPO_ROOT}); "
-        "train one with the critic config or pass `checkpoint:` in the loss config"
+        f"perceptual_shape: critic checkpoint '{path}' not found (looked in {Path.cwd()} and among the shipped "
+        "checkpoints); train one with the critic config or pass `checkpoint:` in the loss config"
     )
 
 
@@ -58,7 +57,7 @@ class PerceptualShapeLoss(LossTerm):
 
     Args:
         checkpoint: critic checkpoint (``ShapeCritic.from_checkpoint``); relative paths are tried
-            in the working directory, then in the repository root.
+            in the working directory, then among the shipped checkpoints (``checkpoints/critic.pt``).
         warmup_steps: the term is 0 (and the critic is not run) while ``step < warmup_steps``,
             so the geometry first settles under the photometric and landmark terms.
         transform: ``"negate"`` (``-score``; the shipped critic is calibrated so that

@@ -198,6 +198,9 @@ class FaceDataModule(pl.LightningDataModule):
         counts = self.skip_counts()
         if any(sum(c.values()) for c in counts.values()):
             rank_zero_warn(self.skip_report())
+        predicting = self.datasets.get("predict")
+        if stage in ("predict", None) and isinstance(predicting, PredictImageDataset) and predicting.detection_report():
+            rank_zero_warn(predicting.detection_report())  # one line for every image without a detected face
         trainer = getattr(self, "trainer", None)
         if trainer is None or not counts or trainer.global_rank != 0:
             return
