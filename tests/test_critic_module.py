@@ -70,4 +70,4 @@ def test_a_critic_without_hand_made_negatives_refuses_the_penalty_that_is_comput
     with pytest.raises(ValueError, match="hand_made_weight"):
         CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0, input_gradient_penalty=0.5)
     module = CriticModule(backbone_kwargs={"channels": [8, 8, 8, 8]}, hand_made_weight=0.0)
-    assert module.hparams.hand_made_weight == 0.0  # configs/critic/focused.yaml trains this way (tests/test_configs.py)
+    assert module.hparams.hand_made_weight == 0.0  # configs/experiments/focused.yaml trains this way (tests/test_configs.py)

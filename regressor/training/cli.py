@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -211,6 +212,27 @@ class RegressorCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+
+
+class _ParseOnlyCLI(RegressorCLI):
+    """``RegressorCLI`` that parses and validates a config (class paths imported, arguments type-checked,
+    links applied) but builds nothing."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def parse_lightning_config(argv: list[str]):
+    """The parsed config of ``--config <yaml> [overrides]`` (no subcommand), validated as ``fit`` would
+    read it, without building the model, the data or the trainer; raises on an invalid config."""
+    check_moved_class_paths(argv)
+    check_old_config_keys(argv)
+    with warnings.catch_warnings():  # called from Python while sys.argv holds the caller's own arguments
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = _ParseOnlyCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                            subclass_mode_data=True, args=argv, run=False,
+                            parser_kwargs={"exit_on_error": False})
+    return cli.config
 
 
 def run_lightning_cli(argv: list[str], run: bool = True) -> LightningCLI:

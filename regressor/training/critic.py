@@ -71,7 +71,7 @@ class CriticModule(pl.LightningModule):
             (``CriticRenderSettings``; stored in the checkpoint). With ``init_checkpoint`` of a critic with
             fewer, the new channels' first-layer weights start at zero (``widened_input``).
         hand_made_weight: weight of the main group, the hand-made graded negatives of the true geometry
-            (0 = skip it: a critic trained only on the other groups, e.g. ``configs/critic/focused.yaml``,
+            (0 = skip it: a critic trained only on the other groups, e.g. ``configs/experiments/focused.yaml``,
             which ranks only candidates at the operating point; the input-gradient penalty then needs > 0
             here, since it is computed on this group).
     """
