@@ -30,7 +30,8 @@ from torch import Tensor
 
 from benchmarks.psl_common import FaceSet, face_set, score_meshes, summarise
 from regressor.fitting import fit_images, stages_from_config
-from regressor.fitting_cli import build_components, load_config
+from regressor.fitting_cli import build_components
+from regressor.fitting_config import load_config
 from regressor.types import FaceMesh
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -45,7 +45,7 @@ from benchmarks.psl_common import (BUDGETS, CACHE_DIR, Budget, FaceSet, compare,
 from benchmarks.psl_report import markdown, plot_cumulative
 from benchmarks.regression import shifted_config
 from regressor.fitting import fit_images, stages_from_config
-from regressor.fitting_cli import load_config
+from regressor.fitting_config import load_config
 from regressor.pipeline import render_params
 from regressor.types import FaceBatch, LossInputs
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from regressor.fitting import FitResult, fit_images, stages_from_config
-from regressor.fitting_config import load_config  # noqa: F401  (re-exported: benchmarks, critic fits, showcase)
+from regressor.fitting_config import load_config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@ import torch
 from pytorch3d.ops import corresponding_points_alignment
 
 from regressor.face_model import FaceModel
-from regressor.fitting import FitStage, camera_from_landmarks, default_stages, fit_images
+from regressor.fitting import camera_from_landmarks, default_stages, fit_images
+from regressor.fitting_config import FitStage
 from regressor.losses import LossStack
 from regressor.render import Renderer
 

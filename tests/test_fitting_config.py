@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from benchmarks.fitting import fit_benchmark_faces  # noqa: F401  (the dict|path entry point still imports)
-from regressor.fitting import DEFAULT_LEARNING_RATES, FitStage, default_stages, stages_from_config
-from regressor.fitting_cli import build_components, load_config
-from regressor.fitting_config import CONFIG_DIR, FittingConfig, load_fitting_config
+from regressor.fitting import DEFAULT_LEARNING_RATES, default_stages, stages_from_config
+from regressor.fitting_cli import build_components
+from regressor.fitting_config import CONFIG_DIR, FitStage, FittingConfig, load_config, load_fitting_config
 
 LOSSES = [
     {"name": "landmarks", "weight": 1.0},

@@ -4,8 +4,8 @@ import torch
 
 from regressor.critic.network import ShapeCritic
 from regressor.face_model import FaceModel
-from regressor.fitting import FitStage, default_stages, fit_images
-from regressor.fitting_config import load_config
+from regressor.fitting import default_stages, fit_images
+from regressor.fitting_config import FitStage, load_config
 from regressor.losses import LossStack
 from regressor.losses.perceptual import PerceptualShapeLoss
 from regressor.render import Renderer

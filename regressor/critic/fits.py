@@ -74,7 +74,7 @@ def fit_operating_points(face_model, images: Tensor, landmarks: Tensor, landmark
     (the first from the closed-form landmark camera), so intermediate fits come for free.
     """
     from regressor.fitting import fit_images, stages_from_config
-    from regressor.fitting_cli import load_config
+    from regressor.fitting_config import load_config
     from regressor.losses import LossStack
     from regressor.render import Renderer
 
