@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.output import write_json
 
-from regressor.critic.negatives import NegativeGenerator, candidate_meshes, mesh_for_rendering, negative_types
+from regressor.critic.negatives import NegativeGenerator, candidate_meshes, negative_types
 from regressor.critic.fits import cached_fits
 from regressor.critic.operating_point import GOALS as OPERATING_POINT_GOALS
 from regressor.critic.operating_point import operating_point_figures, vertex_renderer
@@ -42,9 +42,10 @@ from regressor.critic.probe import gradient_probe
 from regressor.critic.target import face_region
 from regressor.critic.topology_metrics import GOALS as TOPOLOGY_GOALS
 from regressor.critic.topology_metrics import topology_figures as surface_topology_figures
-from regressor.synthetic.splits import SPLIT_SEEDS
-from regressor.critic.network import ShapeCritic
 from regressor.critic.objective import auc, spearman
+from regressor.models.critic import ShapeCritic
+from regressor.render.renderer import mesh_for_rendering
+from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.types import FaceMesh, replace
 
 SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)

@@ -29,7 +29,7 @@ from benchmarks.output import write_json
 
 from regressor.critic.ascent import climb
 from regressor.critic.fits import cached_fits
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.critic.target import aligned_face_error_mm, face_region, place_like
 from regressor.synthetic.splits import SPLIT_SEEDS

@@ -20,7 +20,7 @@ import time
 import torch
 
 from benchmarks.output import write_json
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.topology_metrics import GOALS, topology_figures
 from regressor.synthetic.splits import SPLIT_SEEDS
 

@@ -56,7 +56,7 @@ def shrink_fitting_config(path: Path, out_dir: Path, critic: Path) -> Path:
 
 def tiny_critic_checkpoint(path: Path) -> Path:
     """A random, small ``ShapeCritic`` checkpoint (stands in where no shipped critic exists)."""
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     torch.manual_seed(0)
     critic = ShapeCritic(backbone="resnet10t", image_size=TINY_SIZE, backbone_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8})

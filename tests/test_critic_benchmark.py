@@ -6,7 +6,7 @@ import json
 import torch
 
 from benchmarks.critic import main as benchmark_main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 
 
 def test_benchmark_writes_the_four_metrics_with_valid_ranges(tmp_path, capsys):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from benchmarks.critic_climb import climb_figures, main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.critic.target import face_region
 from regressor.face_model import FaceModel

@@ -11,7 +11,7 @@ import torch
 from pytorch3d.utils import ico_sphere
 from torch import nn
 
-from regressor.critic.network import CriticRenderSettings, ShapeCritic
+from regressor.models.critic import CriticRenderSettings, ShapeCritic
 from regressor.losses.perceptual import PerceptualShapeLoss
 from regressor.render import Renderer
 from regressor.render.shading import lambert

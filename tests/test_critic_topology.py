@@ -113,7 +113,7 @@ def test_the_critic_topology_benchmark_writes_figures_for_several_critics(tmp_pa
     import json
 
     from benchmarks.critic_topology import main
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     paths = []
     for seed in (0, 1):

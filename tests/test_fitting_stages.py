@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.face_model import FaceModel
 from regressor.fitting import default_stages, fit_images
 from regressor.fitting_config import FitStage, load_config

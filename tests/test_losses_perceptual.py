@@ -9,7 +9,7 @@ from torch import nn
 
 from regressor.losses import LossStack, build_loss
 from regressor.losses import perceptual as perceptual_module
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 
 S = 32

@@ -6,7 +6,7 @@ import torch
 
 from benchmarks.psl_common import BUDGETS, benchmark_config, face_set
 from benchmarks.psl_effect import main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.io.regressor_file import export_regressor
 from regressor.pipeline import build_pipeline
 

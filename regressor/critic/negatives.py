@@ -32,7 +32,7 @@ from regressor.critic.negative_registry import (  # noqa: F401 - the registry's 
     NegativeContext, NegativeType, negative_type, negative_types, register_negative,
 )
 from regressor.evaluation.metrics import mean_vertex_error_mm
-from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
+from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION, mesh_for_rendering
 from regressor.types import FaceMesh, FaceParams
 
 
@@ -206,13 +206,6 @@ def _shared_draws(generator: torch.Generator, b: int, k: int, t: Tensor, device)
         return draws[face, t].to(device)
 
     return draw
-
-
-def mesh_for_rendering(vertices: Tensor, faces: Tensor) -> FaceMesh:
-    """(N, V, 3) vertices -> a FaceMesh the renderer accepts (dummy landmarks: only the surface is drawn)."""
-    zeros = vertices.new_zeros
-    n = vertices.shape[0]
-    return FaceMesh(vertices=vertices, faces=faces, landmarks3d=zeros(n, 68, 3), now_landmarks3d=zeros(n, 7, 3))
 
 
 def candidate_meshes(candidates: CandidateSet, faces: Tensor) -> FaceMesh:

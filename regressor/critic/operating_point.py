@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from regressor.critic.negatives import mesh_for_rendering
 from regressor.critic.objective import spearman
 from regressor.critic.target import place_like
+from regressor.render.renderer import mesh_for_rendering
 from regressor.types import FaceBatch, FaceParams, LossInputs, replace
 
 GOALS = {"operating_point.truth_wins_fraction": ">= 0.9 (read beside truth_wins_other_image)",

@@ -24,10 +24,7 @@ from torch import Tensor
 
 from regressor.evaluation.metrics import mean_vertex_error_mm, similarity_transform
 from regressor.evaluation.now import crop_scan
-
-CAMERA_WHOLE_HEAD = "camera_whole_head"
-ALIGNED_FACE_REGION = "aligned_face_region"
-TARGETS = (CAMERA_WHOLE_HEAD, ALIGNED_FACE_REGION)
+from regressor.models.critic import ALIGNED_FACE_REGION, CAMERA_WHOLE_HEAD, TARGETS  # noqa: F401 - the names, defined with the network
 
 
 def face_region(vertices: Tensor, now_landmarks: Tensor) -> Tensor:

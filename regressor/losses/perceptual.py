@@ -83,7 +83,7 @@ class PerceptualShapeLoss(LossTerm):
         self.warmup_steps = int(warmup_steps)
         self.transform = transform
         if critic is None:
-            from regressor.critic.network import ShapeCritic  # lazy: only this term needs the critic
+            from regressor.models.critic import ShapeCritic  # lazy: only this term needs the critic
 
             self.checkpoint = str(resolve_checkpoint(checkpoint))
             critic = ShapeCritic.from_checkpoint(self.checkpoint)
@@ -143,7 +143,7 @@ class PerceptualShapeLoss(LossTerm):
             (B,) scores, differentiable w.r.t. ``vertices`` and ``camera`` (higher = the shading
             explains the image better).
         """
-        from regressor.critic.negatives import mesh_for_rendering
+        from regressor.render import mesh_for_rendering
 
         if renderer is None:
             renderer = self.critic.render_settings.renderer(image_size=int(image.shape[-1]))

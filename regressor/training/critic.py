@@ -20,7 +20,7 @@ from regressor.critic.negatives import (
     CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering, negative_types,
     random_light_directions,
 )
-from regressor.critic.network import CriticCheckpointError, ShapeCritic
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 from regressor.critic.ascent import AscentConfig, ascent_candidates
 from regressor.critic.probe import gradient_probe

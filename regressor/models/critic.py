@@ -27,6 +27,13 @@ from torch import Tensor, nn
 
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 
+#: the errors a critic's score may be calibrated to (stored in its checkpoint as ``error_target``;
+#: ``regressor.critic.target`` computes them): the whole-head vertex error in the true camera, or the
+#: Procrustes-aligned face-region error that NoW measures
+CAMERA_WHOLE_HEAD = "camera_whole_head"
+ALIGNED_FACE_REGION = "aligned_face_region"
+TARGETS = (CAMERA_WHOLE_HEAD, ALIGNED_FACE_REGION)
+
 CHECKPOINT_FORMAT = "face-psl/shape-critic"
 CHECKPOINT_VERSION = 1
 # Config keys of files written before the architecture step (issue 14): old -> new.
@@ -141,7 +148,7 @@ class ShapeCritic(nn.Module):
             the critic's objective is built with it (``CriticModule``), and it is stored in the
             checkpoint (files before issue 14 call it ``error_scale_mm``).
         render: ``CriticRenderSettings`` (or its fields as a dict) of the grey renders it scores.
-        error_target: which error the score is calibrated to (``regressor.critic.target.TARGETS``):
+        error_target: which error the score is calibrated to (``TARGETS``; computed by ``regressor.critic.target``):
             ``camera_whole_head`` (every critic before issue 17, and files without the key) or
             ``aligned_face_region`` (NoW-like: Procrustes-aligned face-region vertex error).
     """
@@ -153,11 +160,9 @@ class ShapeCritic(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
         error_unit_mm: float = 1.0,
         render: CriticRenderSettings | dict[str, Any] | None = None,
-        error_target: str = "camera_whole_head",
+        error_target: str = CAMERA_WHOLE_HEAD,
     ) -> None:
         super().__init__()
-        from regressor.critic.target import TARGETS
-
         if error_target not in TARGETS:
             raise ValueError(f"ShapeCritic: error_target must be one of {TARGETS}, got {error_target!r}")
         self.error_target = error_target
