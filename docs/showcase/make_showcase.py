@@ -1,6 +1,8 @@
 """Raw photo in, mesh out: the whole offline path on a real photograph, for the README.
 
-    python -m regressor.detect.showcase --out docs/showcase
+    python docs/showcase/make_showcase.py --out docs/showcase
+
+A documentation script, not part of the package: it drives the package's own commands.
 
 1. writes scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain) to ``<out>/photos/``;
 2. ``regressor landmarks --preview`` on it (dlib, offline);
@@ -90,7 +92,7 @@ def compose(out: Path, stem: str, config: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m regressor.detect.showcase", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python docs/showcase/make_showcase.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/showcase"))
     parser.add_argument("--config", default="configs/fitting/default.yaml")
     parser.add_argument("--steps-scale", type=float, default=1.0)
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print("the showcase photo comes from scikit-image: pip install -e .[dev]", file=sys.stderr)
         return 2
     from regressor.detect.cli import main as landmarks_main
-    from regressor.fitting_cli import load_config, main as optimize_main
+    from regressor.fitting_cli import main as optimize_main
+    from regressor.fitting_config import load_config
 
     photos = args.out / "photos"
     photos.mkdir(parents=True, exist_ok=True)
