@@ -214,14 +214,14 @@ def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient
         gradient_lr: float = 0.05, image_size: int | None = None, seed_offset: int = 0, op_faces: int = 24,
         topology_faces: int = 12, fit_cache: str | None = FIT_CACHE) -> dict:
     """All figures; ``image_size`` None = the critic's own input size (a 128 px critic sees 128 px images)."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.render import Renderer
 
     torch.manual_seed(0)
     start = time.time()
     critic = ShapeCritic.from_checkpoint(checkpoint)
     image_size = image_size or critic.architecture["image_size"]
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     renderer = critic.render_settings.renderer(image_size=image_size)
     faces = face_model.faces
     batch, seeds = load_faces(face_model, num_faces, image_size, seed_offset)

@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.count = args.count or (12 if args.mode == "calibrate" else 32)
     torch.set_num_threads(args.threads)
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    face_model = FaceModel()
+    face_model = build_face_model()
     start = time.perf_counter()
     out = calibrate(args, face_model) if args.mode == "calibrate" else benchmark(args, face_model)
     out["wall_seconds"] = time.perf_counter() - start

@@ -355,7 +355,7 @@ def noisy(faces: FaceSet, sigma: float) -> FaceSet:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.inference import SHIPPED_REGRESSOR
     from regressor.losses.perceptual import resolve_checkpoint
 
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     critic = str(resolve_checkpoint(args.critic))  # clear error if missing
     json_path = Path(args.json or f"docs/results/psl_effect_{budget.name}.json")
     started = time.perf_counter()
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     cache = {"cache": not args.no_cache, "cache_dir": Path(args.cache_dir) if args.cache_dir else CACHE_DIR}
     configs = {"benchmark": None} if args.no_shifted else {"benchmark": None, "shifted": shifted_config()}
     sets = {name: noisy(face_set(face_model, args.split, budget.benchmark_images, budget.image_size, config=config,

@@ -80,7 +80,7 @@ def measure(face_model, data, steps: int, lr: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.synthetic.config import SyntheticConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
     torch.manual_seed(0)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     results = []
     for synthetic in args.synthetic:
         started = time.time()

@@ -12,7 +12,7 @@ from regressor.critic.fits import OperatingFits
 from regressor.critic.operating_candidates import OperatingPointConfig, operating_candidates
 from regressor.critic.operating_point import interior_sensitivity, operating_point_figures, vertex_renderer
 from regressor.critic.target import aligned_face_error_mm, face_region, place_like
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 from regressor.types import FaceParams
 
@@ -21,7 +21,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 def truth_and_region(face_model, batch: int = 2, seed: int = 0):

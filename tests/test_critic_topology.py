@@ -10,7 +10,7 @@ from regressor.critic.topology import (
     BENCHMARK_VARIANTS, TRAIN_VARIANTS, CropSpec, build_variant, crop, face_frame, remesh, surface_candidates, with_holes,
 )
 from regressor.critic.topology_metrics import topology_figures
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 
 SIZE = 32
@@ -18,7 +18,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def head():
-    model = FaceModel.builtin()
+    model = build_face_model()
     mesh = model(model.zero_params(1))
     return model, mesh.vertices[0], mesh.landmarks3d[0], mesh.now_landmarks3d[0]
 

@@ -21,9 +21,9 @@ def pool_dir(tmp_path_factory, face_model):
 
 @pytest.fixture(scope="module")
 def face_model():
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 def test_pool_sample_equals_the_generator_for_its_seed(pool_dir, face_model):

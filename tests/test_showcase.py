@@ -20,7 +20,7 @@ def _script():
 
 
 def test_showcase_composes_landmarks_fit_and_two_mesh_views(tmp_path):
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     showcase = _script()
     (tmp_path / "landmarks" / "preview").mkdir(parents=True)
@@ -28,7 +28,7 @@ def test_showcase_composes_landmarks_fit_and_two_mesh_views(tmp_path):
     Image.new("RGB", (200, 200), (90, 90, 90)).save(tmp_path / "landmarks" / "preview" / "face.png")
     Image.new("RGB", (64, 64), (128, 128, 128)).save(tmp_path / "fit" / "face_render.png")
     save_pts(tmp_path / "landmarks" / "face.pts", 60 + 80 * np.random.default_rng(0).random((68, 2)))
-    zero = FaceModel.builtin().zero_params(1)
+    zero = build_face_model().zero_params(1)
     np.savez(tmp_path / "fit" / "face.npz", **{k: v[0].numpy() for k, v in vars(zero).items()})
 
     sheet = showcase.compose(tmp_path, "face", {})

@@ -36,14 +36,14 @@ def _grey_renders(npz_path: Path, config: dict, yaw: float) -> tuple[np.ndarray,
     """(frontal, turned) (PANEL, PANEL) uint8 grey renders of the fitted FaceParams."""
     import torch
 
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.render import Renderer
     from regressor.types import FaceParams
 
     stored = np.load(npz_path)
     fields = FaceParams.__dataclass_fields__  # the npz also holds landmarks and provenance
     params = FaceParams(**{key: torch.from_numpy(stored[key])[None].float() for key in stored.files if key in fields})
-    face_model = FaceModel(**config.get("face_model", {}))
+    face_model = build_face_model(config.get("face_model"))
     renderer = Renderer(image_size=PANEL, background_value=1.0)
     pictures = []
     with torch.no_grad():
