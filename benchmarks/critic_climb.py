@@ -92,7 +92,7 @@ def measure(checkpoint: str, face_model, data, steps: int, lr: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", nargs="+", default=["checkpoints/critic.pt"])
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     data_by_size, results = {}, []
     for checkpoint in args.checkpoint:
         start = time.time()

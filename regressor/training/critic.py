@@ -120,11 +120,11 @@ class CriticModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ plumbing
     def tools(self):
-        from regressor.face_model import FaceModel
+        from regressor.face_model import build_face_model
 
         if self._tools is None:
             with torch.inference_mode(False):  # may first run in validation; buffers must allow autograd
-                face_model = self._face_model if self._face_model is not None else FaceModel.builtin()
+                face_model = self._face_model if self._face_model is not None else build_face_model()
                 renderer = self.critic.render_settings.renderer()
                 self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
         face_model = self._tools[0]
