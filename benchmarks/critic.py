@@ -18,10 +18,10 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
    alone; fraction of faces whose mean vertex error (against the truth) went down. Goal: most (> 0.5).
    ``gradient_normalised_*`` repeats it with fixed-length steepest-ascent steps, and
    ``*_visible_*`` measure the error on the vertices visible in the image only (secondary figures).
-5. ``operating_point.*`` and ``interior_sensitivity_fraction`` (issue 17): at the pose and camera of
+5. ``operating_point.*`` and ``interior_sensitivity_fraction``: at the pose and camera of
    the no-critic fitter on noisy landmarks (σ 1.5 px; ``regressor.critic.fits``, cached under
    ``--fit-cache``), on ``--op-faces`` faces; definitions and goals in ``regressor.critic.operating_point``.
-6. ``topology.*`` (issue 18): face-only masks and decimated heads never used in training, against
+6. ``topology.*``: face-only masks and decimated heads never used in training, against
    their same-topology negatives, on ``--topology-faces`` faces; see ``regressor.critic.topology_metrics``.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
 * ``truth_beats_other_truth``: the true shape placed at the fitted pose outscores another face's true shape
   placed there, with the face's own image. No shape prior separates the two: this measures image reading.
 
-Choices are made on ``val``; ``test`` is for reporting. Session 7's figures: docs/results/critic_retraining.md.
+Choices are made on ``val``; ``test`` is for reporting. Measured figures: docs/results/critic_retraining.md.
 """
 from __future__ import annotations
 

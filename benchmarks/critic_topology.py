@@ -1,4 +1,4 @@
-"""The ``topology.*`` figures alone (issue 18), for several critics side by side, and what beats the truth.
+"""The ``topology.*`` figures alone, for several critics side by side, and what beats the truth.
 
 ``python -m benchmarks.critic_topology --checkpoint A.pt [B.pt ...] --split val --num-faces 24 --json PATH``
 

@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python -m benchmarks.fitting benchmark --json docs/results/fitting_benchmark.json
 
 Both fit with **noisy landmarks**: the true 68 plus Gaussian noise of ``sigma`` px (1.5 px, as
-issue 17 asks), so the fit cannot lean on landmarks no detector gives. Errors are the NoW
+as the critic's operating point needs), so the fit cannot lean on landmarks no detector gives. Errors are the NoW
 protocol (``regressor.evaluation.now``) against the ground-truth scan (model mesh + geometry
 beyond the model), beside the mean face, as ``benchmarks.psl_common`` builds them.
 

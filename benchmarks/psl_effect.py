@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "the reported figures never use")
     parser.add_argument("--landmark-noise", type=float, default=1.5,
                         help="std (px) of Gaussian noise on the 68 fitting landmarks, per face from its seed "
-                             "(issue 17: noiseless true landmarks make the baseline unrealistically easy; 0 = off)")
+                             "(noiseless true landmarks make the baseline unrealistically easy; 0 = off)")
     parser.add_argument("--weight-scale", type=float, default=1.0,
                         help="multiplies the perceptual weight in the 'with' arm of both modes (weight sweeps on --split val)")
     return parser

@@ -12,7 +12,7 @@ it optimises and multiplies the stack's configured weights (a term missing from 
 2. ``shape``: + shape, expression, jaw, neck;
 3. ``appearance``: + albedo and light, photometric term on;
 4. ``perceptual``: the perceptual term switched on (if the stack has one), with global pose and
-   camera **frozen** (issue 17: the critic's pull on the rigid pose only misaligns the face,
+   camera **frozen** (the critic's pull on the rigid pose only misaligns the face,
    which NoW's alignment removes anyway); list them in the stage's ``optimize`` to free them.
 
 Stages whose active terms never read pixels (``landmarks``, ``regularizers``) skip the
@@ -60,7 +60,7 @@ def default_stages(steps: Optional[int] = None, perceptual_weight: float = 1.0,
 
     ``perceptual_weight``: the ``perceptual_shape`` multiplier of the stages that use it.
     ``freeze_rigid_in_perceptual``: the perceptual stage leaves global pose and camera where the
-    landmark stages put them (the default, issue 17); ``False`` adds them to its ``optimize``.
+    landmark stages put them (the default); ``False`` adds them to its ``optimize``.
     """
     stages = load_fitting_config(DEFAULT_FITTING_CONFIG).stages
     if steps is not None:

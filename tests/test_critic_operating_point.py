@@ -1,4 +1,4 @@
-"""Issue 17: the aligned face-region target, candidates at the fitted pose, and the operating-point figures."""
+"""The operating point: the aligned face-region target, candidates at the fitted pose, and the operating-point figures."""
 from __future__ import annotations
 
 import math

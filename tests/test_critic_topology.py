@@ -1,4 +1,4 @@
-"""Issue 18: candidate builders (crop, remesh, holes), same-topology negatives and the topology figures."""
+"""Other topologies: candidate builders (crop, remesh, holes), same-topology negatives and the topology figures."""
 from __future__ import annotations
 
 import pytest
@@ -131,7 +131,7 @@ def test_the_critic_topology_benchmark_writes_figures_for_several_critics(tmp_pa
 
 
 def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
-    """Issue 18: ``PerceptualShapeLoss.score_mesh`` takes (image, vertices, faces, camera) of any mesh."""
+    """``PerceptualShapeLoss.score_mesh`` takes (image, vertices, faces, camera) of any mesh."""
     from regressor.losses.perceptual import PerceptualShapeLoss
 
     model, vertices, landmarks, now = head

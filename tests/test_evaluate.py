@@ -1,4 +1,4 @@
-"""`regressor evaluate`: NoW error of predicted meshes against outside scans (issue 16)."""
+"""`regressor evaluate`: NoW error of predicted meshes against outside scans."""
 import json
 
 import numpy as np

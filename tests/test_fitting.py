@@ -1,4 +1,4 @@
-"""Optimisation-based fitting (issue 6)."""
+"""Optimisation-based fitting: stages, closed-form camera, per-sample losses."""
 import pytest
 import torch
 from pytorch3d.ops import corresponding_points_alignment

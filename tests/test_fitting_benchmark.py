@@ -1,4 +1,4 @@
-"""benchmarks.fitting: the entry point other benchmarks call to fit a FaceSet (issue 16)."""
+"""benchmarks.fitting: the entry point other benchmarks call to fit a FaceSet."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Fitting internals of issue 16/17: invisible landmarks, resolution, the frozen-pose perceptual stage."""
+"""Fitting internals: invisible landmarks, resolution, the frozen-pose perceptual stage."""
 import pytest
 import torch
 

@@ -1,6 +1,6 @@
 """Fits without the critic at the operating point, computed once and cached on disk.
 
-The critic is used as a loss where a landmark fit has already placed the face (issue 17), so it
+The critic is used as a loss where a landmark fit has already placed the face, so it
 must be trained and measured there. ``fit_operating_points`` runs the project's own no-critic fitter
 (``regressor.fitting.fit_images`` with ``configs/fitting/no_critic.yaml``, steps scaled) on images
 whose 68 landmarks carry Gaussian noise (σ 1.5 px by default, about what a detector adds), and keeps

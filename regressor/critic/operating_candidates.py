@@ -1,4 +1,4 @@
-"""Training candidates at the operating point (issue 17): geometries where the loss is actually used.
+"""Training candidates at the operating point: geometries where the loss is actually used.
 
 For each face with a no-critic fit (``regressor.critic.fits``: noisy landmarks, several stages), all
 candidates are rendered through the *fitted* camera, each with its own small pose and camera jitter:
@@ -10,11 +10,11 @@ candidates are rendered through the *fitted* camera, each with its own small pos
 * the regressor's prediction for the face, when predictions are given (optional);
 * another face's true shape placed at the same pose, and points on the line truth -> it
   (``other_truths``): negatives with a true shape's statistics, so that the image, not how
-  "fit-like" a shape looks, must tell them from the positive (session 6: a critic trained without
+  "fit-like" a shape looks, must tell them from the positive (``configs/experiments/focused.yaml``: a critic trained without
   them ranked the truth above the fit as well with a grey image as with the face's own);
 * lateral candidates (``lateral``): the final fit, the placed truth and the halfway point, each moved
   along random shape and expression directions, so the critic learns the error landscape *around* the
-  fit and the truth and not only along the one line between them (session 7: every critic so far,
+  fit and the truth and not only along the one line between them (docs/results/critic_retraining.md: every critic before them,
   climbed from the fit, found directions the training line never showed, and the error grew);
 * ascent negatives that start from the final fit (``ascent_steps`` > 0): the current critic's score
   climbed on shape and expression, as fitting would follow it.
@@ -68,8 +68,8 @@ class OperatingPointConfig:
             scaled by a uniform factor in (0.2, 1] so the lateral errors are graded.
         image_shuffle_weight: weight of the spread (variance) of one face's candidate scores when they are
             paired with *another* face's image (0 = off). A score that depends on the render alone, a shape
-            prior, varies there; one that compares render and image has nothing to prefer. Session 6: a
-            critic trained without it judged how "fit-like" a shape looks, with any image.
+            prior, varies there; one that compares render and image has nothing to prefer. Without it
+            ``configs/experiments/focused.yaml`` judged how "fit-like" a shape looks, with any image.
     """
 
     faces_per_step: int = 0

@@ -1,6 +1,6 @@
 """The critic's error target: the Procrustes-aligned face-region error, as NoW measures shape.
 
-Why (issue 17): the first critics were trained on the whole-head mean vertex error in the true
+Why: the first critics were trained on the whole-head mean vertex error in the true
 camera. At a landmark fit about 94% of that error is rigid misalignment, which the NoW metric
 removes, so the critic learned to judge placement, not shape. This target keeps only what NoW
 keeps:

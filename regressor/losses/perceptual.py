@@ -130,7 +130,7 @@ class PerceptualShapeLoss(LossTerm):
 
     def score_mesh(self, image: Tensor, vertices: Tensor, faces: Tensor, camera: Tensor,
                    renderer: nn.Module | None = None) -> Tensor:
-        """Score any triangle mesh against its photo: no face model, any topology or coverage (issue 18).
+        """Score any triangle mesh against its photo: no face model, any topology or coverage.
 
         Args:
             image: (B, 3, H, W) in [0, 1], square; the face where ``camera`` puts the mesh.

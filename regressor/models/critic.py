@@ -36,7 +36,7 @@ TARGETS = (CAMERA_WHOLE_HEAD, ALIGNED_FACE_REGION)
 
 CHECKPOINT_FORMAT = "face-psl/shape-critic"
 CHECKPOINT_VERSION = 1
-# Config keys of files written before the architecture step (issue 14): old -> new.
+# Config keys of files written before the architecture step (2026-11-30): old -> new.
 LEGACY_CONFIG_KEYS = {"error_scale_mm": "error_unit_mm"}
 
 
@@ -52,7 +52,7 @@ class CriticRenderMismatchError(ValueError):
 class CriticRenderSettings:
     """How the grey ``shaded`` renders the critic scores are drawn (stored in its checkpoint).
 
-    Files without these fields (written before issue 14) get these defaults, which are the
+    Files without these fields (written before the architecture step) get these defaults, which are the
     settings every shipped critic was trained and measured with.
 
     Attributes:
@@ -62,7 +62,7 @@ class CriticRenderSettings:
         background / background_value: the ``Renderer`` background of the grey render at loss time.
         extra_light_directions: fixed lights whose grey renders join the main one as more input
             channels (``Renderer(extra_light_directions=...)``; () = one channel, every critic before
-            session 5). The set must be closed under mirroring x (a flipped training pair permutes
+            2026-11-30, 3030234). The set must be closed under mirroring x (a flipped training pair permutes
             the channels, ``mirror_order``). At loss time a one-channel render is completed from its
             normals (``complete``), so a fitting or training renderer needs no change.
     """
@@ -146,10 +146,10 @@ class ShapeCritic(nn.Module):
             for a narrow ResNet.
         error_unit_mm: the error unit of the score's calibration, ``score ~ -log(1 + err/unit)``;
             the critic's objective is built with it (``CriticModule``), and it is stored in the
-            checkpoint (files before issue 14 call it ``error_scale_mm``).
+            checkpoint (older files call it ``error_scale_mm``).
         render: ``CriticRenderSettings`` (or its fields as a dict) of the grey renders it scores.
         error_target: which error the score is calibrated to (``TARGETS``; computed by ``regressor.critic.target``):
-            ``camera_whole_head`` (every critic before issue 17, and files without the key) or
+            ``camera_whole_head`` (the shipped critic, and files without the key) or
             ``aligned_face_region`` (NoW-like: Procrustes-aligned face-region vertex error).
     """
 

@@ -28,7 +28,7 @@ Additions to the stock LightningCLI:
           --data.init_args.predict_dir my_faces/ --prediction_writer.output_dir my_meshes/
 
 * ``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of the ModelCheckpoint.
-* A config that names a class by its path before the architecture step (issue 14), e.g.
+* A config that names a class by its path before the architecture step (2026-11-30), e.g.
   ``regressor.modules.regression.RegressorModule``, is refused with an error naming the new path.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 
-# class_path strings that moved in the architecture step (issue 14): old -> new.
+# class_path strings that moved in the architecture step: old -> new.
 MOVED_CLASS_PATHS = {
     "regressor.modules.regression.RegressorModule": "regressor.training.regression.RegressorModule",
     "regressor.modules.critic.CriticModule": "regressor.training.critic.CriticModule",
@@ -78,7 +78,7 @@ def _config_texts(argv: list[str]) -> list[tuple[str, str]]:
 
 
 def check_moved_class_paths(argv: list[str]) -> None:
-    """Raise ``MovedClassPathError`` when a config or argument uses a class path from before issue 14."""
+    """Raise ``MovedClassPathError`` when a config or argument uses a class path from before the architecture step."""
     for where, text in _config_texts(argv):
         for old, new in MOVED_CLASS_PATHS.items():
             if old in text:
@@ -88,7 +88,7 @@ def check_moved_class_paths(argv: list[str]) -> None:
 REGRESSOR = "regressor.training.regression.RegressorModule"
 ENCODER = "model.init_args.encoder: {class_path: regressor.models.encoder.FaceEncoder, init_args: {%s}}"
 FACE_MODEL = "the top-level face_model: {class_path: regressor.face_model.FaceModel, init_args: {%s}}"
-# init_args keys replaced by typed components (issue 14): old key -> (classes it applies to, where it went).
+# init_args keys replaced by typed components: old key -> (classes it applies to, where it went).
 OLD_INIT_ARGS = {
     "backbone": ((REGRESSOR,), ENCODER % "backbone: ..."),
     "n_shape": ((REGRESSOR,), FACE_MODEL % "n_shape: ..."),

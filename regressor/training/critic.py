@@ -57,12 +57,12 @@ class CriticModule(pl.LightningModule):
         val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
             from perturbed shape/expression; ``val/gradient_fraction`` = share whose error falls; 0 = off).
         error_target: ``camera_whole_head`` (mean vertex error in the true camera, the first critics) or
-            ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW; issue 17); stored in
+            ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW); stored in
             the critic's checkpoint. Every candidate group's error is measured with it.
         operating_point: ``OperatingPointConfig`` keyword overrides: candidates at the no-critic fitter's
             pose and camera (``regressor.critic.operating_candidates``); off unless ``faces_per_step > 0``.
         topology: ``TopologyConfig`` keyword overrides: crops, remeshed, subdivided and holed heads with
-            same-topology negatives (issue 18); off unless ``faces_per_step > 0``.
+            same-topology negatives; off unless ``faces_per_step > 0``.
         input_gradient_penalty: weight of the share of |d score / d render| outside the eroded face mask
             (double backpropagation on the main group; 0 = off).
         val_operating_point_faces / val_topology_faces: validation faces of the ``val/operating_point.*``,
@@ -288,7 +288,7 @@ class CriticModule(pl.LightningModule):
 
     def _add_topology_loss(self, batch: dict[str, Any], light: Tensor, generator: torch.Generator,
                            losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Rank other topologies and coverage against their same-topology negatives (issue 18)."""
+        """Rank other topologies and coverage against their same-topology negatives."""
         face_model, renderer, _ = self.tools()
 
         def render_one(vertices, faces, camera, i):

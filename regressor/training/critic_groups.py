@@ -1,4 +1,4 @@
-"""Extra candidate groups and checks of ``CriticModule`` (issues 17 and 18), as plain functions.
+"""Extra candidate groups and checks of ``CriticModule`` (operating point, other topologies), as plain functions.
 
 * ``OperatingPointGroup``: candidates at the no-critic fitter's pose and camera
   (``regressor.critic.operating_candidates``), with the fits of the whole training pool computed once
@@ -37,7 +37,7 @@ class TopologyConfig:
     negative_weights: relative draw probability per ``geometry_negatives`` type (None = uniform over all;
     a type left out is never drawn). Why: bumps, dents and smooth fields stay under 1 mm of aligned error,
     so uniform draws spend 4 of 9 negatives below the figures' thresholds, while depth scaling, the one
-    type the critics lose to (docs/results/critic_retraining.md, session 9), gets 2 of 9.
+    type the critics lose to (docs/results/critic_retraining.md), gets 2 of 9.
     """
 
     faces_per_step: int = 0
