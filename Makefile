@@ -27,7 +27,7 @@ test: venv
 demo: venv
 	$(PY) -m regressor.demo
 
-# Optional offline landmark detector (dlib + packaged 68-point predictor), see issue 9 / docs.
+# Optional offline landmark detector (dlib + packaged 68-point predictor), see docs/own_images.md.
 detect: venv
 	$(RETRY) $(PY) -m pip install $(PIP_NET) --resume-retries 50 -c constraints.txt -e '.[detect]' $(RETRY_END)
 

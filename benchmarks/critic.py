@@ -18,10 +18,10 @@ used by critic training, which uses ``critic_train``/``critic_val``), rendered w
    alone; fraction of faces whose mean vertex error (against the truth) went down. Goal: most (> 0.5).
    ``gradient_normalised_*`` repeats it with fixed-length steepest-ascent steps, and
    ``*_visible_*`` measure the error on the vertices visible in the image only (secondary figures).
-5. ``operating_point.*`` and ``interior_sensitivity_fraction`` (issue 17): at the pose and camera of
+5. ``operating_point.*`` and ``interior_sensitivity_fraction``: at the pose and camera of
    the no-critic fitter on noisy landmarks (σ 1.5 px; ``regressor.critic.fits``, cached under
    ``--fit-cache``), on ``--op-faces`` faces; definitions and goals in ``regressor.critic.operating_point``.
-6. ``topology.*`` (issue 18): face-only masks and decimated heads never used in training, against
+6. ``topology.*``: face-only masks and decimated heads never used in training, against
    their same-topology negatives, on ``--topology-faces`` faces; see ``benchmarks.topology.topology_metrics``.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.output import write_json
 
-from regressor.critic.negatives import NegativeGenerator, candidate_meshes, mesh_for_rendering, negative_types
+from regressor.critic.negatives import NegativeGenerator, candidate_meshes, negative_types
 from regressor.critic.fits import cached_fits
 from regressor.critic.operating_point import GOALS as OPERATING_POINT_GOALS
 from regressor.critic.operating_point import operating_point_figures, vertex_renderer
@@ -42,9 +42,10 @@ from regressor.critic.probe import gradient_probe
 from regressor.critic.target import face_region
 from benchmarks.topology.topology_metrics import GOALS as TOPOLOGY_GOALS
 from benchmarks.topology.topology_metrics import topology_figures as surface_topology_figures
-from regressor.synthetic.splits import SPLIT_SEEDS
-from regressor.critic.network import ShapeCritic
 from regressor.critic.objective import auc, spearman
+from regressor.models.critic import ShapeCritic
+from regressor.render.renderer import mesh_for_rendering
+from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.types import FaceMesh, replace
 
 SEVERITIES = (0.1, 0.25, 0.45, 0.7, 1.0)
@@ -213,14 +214,14 @@ def run(checkpoint: str, num_faces: int = 48, gradient_faces: int = 24, gradient
         gradient_lr: float = 0.05, image_size: int | None = None, seed_offset: int = 0, op_faces: int = 24,
         topology_faces: int = 12, fit_cache: str | None = FIT_CACHE) -> dict:
     """All figures; ``image_size`` None = the critic's own input size (a 128 px critic sees 128 px images)."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.render import Renderer
 
     torch.manual_seed(0)
     start = time.time()
     critic = ShapeCritic.from_checkpoint(checkpoint)
     image_size = image_size or critic.architecture["image_size"]
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     renderer = critic.render_settings.renderer(image_size=image_size)
     faces = face_model.faces
     batch, seeds = load_faces(face_model, num_faces, image_size, seed_offset)

@@ -21,7 +21,7 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
 
-Choices are made on ``val``; ``test`` is for reporting.
+Choices are made on ``val``; ``test`` is for reporting. Measured figures: docs/results/critic_retraining.md.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from benchmarks.output import write_json
 from regressor.critic.fits import cached_fits
 from regressor.critic.gradient import CLIMBED_FIELDS, METRICS, direction_to_truth, metric_cosine, metric_weights
 from regressor.critic.gradient_figures import climb_figures, gate_figures, params_error_mm  # noqa: F401 (re-export)
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.critic.target import face_region
 from regressor.render import project_weak_perspective
@@ -115,7 +115,7 @@ def gate(row: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", nargs="+", default=["checkpoints/critic.pt"])
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     metrics = {name: metric_weights(face_model, name) for name in (args.metric, *[m for m in METRICS if m != args.metric])}
     data_by_size, results = {}, []
     for checkpoint in args.checkpoint:

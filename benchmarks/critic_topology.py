@@ -1,4 +1,4 @@
-"""The ``topology.*`` figures alone (issue 18), for several critics side by side, and what beats the truth.
+"""The ``topology.*`` figures alone, for several critics side by side, and what beats the truth.
 
 ``python -m benchmarks.critic_topology --checkpoint A.pt [B.pt ...] --split val --num-faces 24 --json PATH``
 
@@ -20,7 +20,7 @@ import time
 import torch
 
 from benchmarks.output import write_json
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from benchmarks.topology.topology_metrics import GOALS, topology_figures
 from regressor.synthetic.splits import SPLIT_SEEDS
 
@@ -54,7 +54,7 @@ def scorers(checkpoints: list[str], reference: bool, reference_size: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", nargs="+", default=["checkpoints/critic.pt"], help="critics ('none' = only --reference)")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     results = []
     checkpoints = args.checkpoint if args.checkpoint != ["none"] else []
     for name, scorer, size, renderer in scorers(checkpoints, args.reference, args.reference_size):

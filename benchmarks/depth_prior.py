@@ -94,7 +94,7 @@ def regressor_depth_reading(face_model, checkpoint: str, split: str, num_faces: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=4000)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-faces", type=int, default=64)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     figures = measure(face_model, args.faces, args.seed)
     for name, row in figures.items():
         print(f"{name}: spread across faces {row['spread']:.3f} of the mean; left by the 2-D layout "

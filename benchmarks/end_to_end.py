@@ -34,7 +34,7 @@ def _worker_init(_: int) -> None:
 
 
 def images_per_second(size: int, batch_size: int, steps: int, warmup: int, critic: bool, pool_dir: Path) -> float:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.models.encoder import FaceEncoder
     from regressor.synthetic.pool import FacePool, PoolSpec, write_pool
     from regressor.training.regression import RegressorModule
@@ -46,7 +46,7 @@ def images_per_second(size: int, batch_size: int, steps: int, warmup: int, criti
     losses = RECIPE + ([{"name": "perceptual_shape", "weight": 0.05, "checkpoint": str(SHIPPED_CRITIC)}] if critic else [])
     torch.manual_seed(0)
     module = RegressorModule(encoder=FaceEncoder(backbone="resnet18", neck="spatial", bf16=True),
-                             face_model=FaceModel.builtin(), image_size=size, losses=losses).train()
+                             face_model=build_face_model(), image_size=size, losses=losses).train()
     optimizer = torch.optim.AdamW(module.pipeline.parameters(), lr=1e-4)
     loader = DataLoader(FacePool(pool_path), batch_size=batch_size, shuffle=True, num_workers=1,
                         worker_init_fn=_worker_init, persistent_workers=True, drop_last=True)

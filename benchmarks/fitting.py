@@ -4,7 +4,7 @@
     OMP_NUM_THREADS=1 python -m benchmarks.fitting benchmark --json docs/results/fitting_benchmark.json
 
 Both fit with **noisy landmarks**: the true 68 plus Gaussian noise of ``sigma`` px (1.5 px, as
-issue 17 asks), so the fit cannot lean on landmarks no detector gives. Errors are the NoW
+as the critic's operating point needs), so the fit cannot lean on landmarks no detector gives. Errors are the NoW
 protocol (``regressor.evaluation.now``) against the ground-truth scan (model mesh + geometry
 beyond the model), beside the mean face, as ``benchmarks.psl_common`` builds them.
 
@@ -30,7 +30,8 @@ from torch import Tensor
 
 from benchmarks.psl_common import FaceSet, face_set, score_meshes, summarise
 from regressor.fitting import fit_images, stages_from_config
-from regressor.fitting_cli import build_components, load_config
+from regressor.fitting_cli import build_components
+from regressor.fitting_config import load_config
 from regressor.types import FaceMesh
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -275,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.count = args.count or (12 if args.mode == "calibrate" else 32)
     torch.set_num_threads(args.threads)
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    face_model = FaceModel()
+    face_model = build_face_model()
     start = time.perf_counter()
     out = calibrate(args, face_model) if args.mode == "calibrate" else benchmark(args, face_model)
     out["wall_seconds"] = time.perf_counter() - start

@@ -65,7 +65,7 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # a test of the plumbing only: numbers are meaningless
     "smoke": Budget("smoke", 32, 2, 0.05, 2, 0, 4, 2, 2, (0,), scan_stride=8),
-    # issue 17: >= 12 faces (paired bootstrap CI); half the fitting schedule, one fine-tuning pair
+    # >= 12 faces (paired bootstrap CI); half the fitting schedule, one fine-tuning pair
     "quick": Budget("quick", 64, 12, 0.5, 6, 50, 256, 40, 16, (0,)),
     # the README figures: >= 30 faces (10 gave 90% intervals of about +-10 points), 3/4 of the shipped
     # fitting schedule; the paper's regression recipe: fine-tune the baseline with and without the
@@ -107,7 +107,7 @@ class FaceSet:
 
 
 def benchmark_config() -> SyntheticConfig:
-    """Every realism effect on, geometry beyond the model included (issue 3)."""
+    """Every realism effect on, geometry beyond the model included."""
     config = SyntheticConfig()
     if not config.extra_geometry:
         raise RuntimeError("benchmark: SyntheticConfig().extra_geometry must be on (geometry beyond the model)")

@@ -45,7 +45,7 @@ from benchmarks.psl_common import (BUDGETS, CACHE_DIR, Budget, FaceSet, compare,
 from benchmarks.psl_report import markdown, plot_cumulative
 from benchmarks.regression import shifted_config
 from regressor.fitting import fit_images, stages_from_config
-from regressor.fitting_cli import load_config
+from regressor.fitting_config import load_config
 from regressor.pipeline import render_params
 from regressor.types import FaceBatch, LossInputs
 
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "the reported figures never use")
     parser.add_argument("--landmark-noise", type=float, default=1.5,
                         help="std (px) of Gaussian noise on the 68 fitting landmarks, per face from its seed "
-                             "(issue 17: noiseless true landmarks make the baseline unrealistically easy; 0 = off)")
+                             "(noiseless true landmarks make the baseline unrealistically easy; 0 = off)")
     parser.add_argument("--weight-scale", type=float, default=1.0,
                         help="multiplies the perceptual weight in the 'with' arm of both modes (weight sweeps on --split val)")
     return parser
@@ -355,7 +355,7 @@ def noisy(faces: FaceSet, sigma: float) -> FaceSet:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.inference import SHIPPED_REGRESSOR
     from regressor.losses.perceptual import resolve_checkpoint
 
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     critic = str(resolve_checkpoint(args.critic))  # clear error if missing
     json_path = Path(args.json or f"docs/results/psl_effect_{budget.name}.json")
     started = time.perf_counter()
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     cache = {"cache": not args.no_cache, "cache_dir": Path(args.cache_dir) if args.cache_dir else CACHE_DIR}
     configs = {"benchmark": None} if args.no_shifted else {"benchmark": None, "shifted": shifted_config()}
     sets = {name: noisy(face_set(face_model, args.split, budget.benchmark_images, budget.image_size, config=config,

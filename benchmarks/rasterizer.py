@@ -2,7 +2,7 @@
 
     python -m benchmarks.rasterizer --json rasterizer.json [--quick] [--threads N]
 
-The built-in head (``FaceModel.builtin()``) in 8 poses is rasterized at 64, 128 and 224 px
+The built-in head (``build_face_model()``) in 8 poses is rasterized at 64, 128 and 224 px
 (batch 8, back faces culled as in ``Renderer``); each timed step is ``rasterize`` plus a
 backward pass through barycentrics and depth. Torch: one warm-up, then the median of
 ``--repeats`` runs. pytorch3d's CPU rasterizer takes seconds to a minute per batch, so it
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from regressor.face_model import FaceModel
+from regressor.face_model import FaceModel, build_face_model
 from regressor.render import Renderer, project_weak_perspective, rasterize
 
 BATCH = 8
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = FaceModel.builtin()
+    model = build_face_model()
     mesh, camera = posed_heads(model)
     results: dict = {
         "batch": BATCH, "num_faces": int(mesh.faces.shape[0]), "num_vertices": int(mesh.vertices.shape[1]),

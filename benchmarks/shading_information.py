@@ -17,7 +17,7 @@ A critic can only learn what the image shows. For each image distribution (``Syn
 Reading: where the oracle climb lowers the error the shading carries the shape, and a critic that fails the climb
 gate (``benchmarks.critic_climb``) on the same images is what is wrong; where it raises the error, the effects
 outside the Lambertian model hide the shape from it, and a critic has to learn those effects before it can help.
-Choices are made on ``val``. Session 8's figures: docs/results/psl_effect_notes.md.
+Choices are made on ``val``. Measured figures: docs/results/psl_effect_notes.md.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def measure(face_model, data, steps: int, lr: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.synthetic.config import SyntheticConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
     torch.manual_seed(0)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     results = []
     for synthetic in args.synthetic:
         started = time.time()

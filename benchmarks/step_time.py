@@ -49,7 +49,7 @@ GOAL_CRITIC_SHARE = 0.35
 def critic_checkpoint(workdir: Path) -> tuple[Path, str]:
     if SHIPPED_CRITIC.is_file():
         return SHIPPED_CRITIC, "shipped checkpoints/critic.pt"
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     init = yaml.safe_load(CRITIC_CONFIG.read_text())["model"]["init_args"]
     critic = ShapeCritic(backbone=init["backbone"], image_size=init["image_size"], backbone_kwargs=init.get("backbone_kwargs"))
@@ -116,7 +116,7 @@ def interleaved_timings(variants: dict, batches: list[dict], steps: int, warmup:
 
 
 def time_critic_alone(critic_path: Path, batch: dict, repeats: int) -> float:
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     critic = ShapeCritic.from_checkpoint(critic_path).requires_grad_(False).eval()
     image = batch["image"]

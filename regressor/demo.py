@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.argv = sys.argv[:1]  # the demo's own flags are not LightningCLI arguments
     from regressor.assets import resolve_shipped
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.face_model.cli import export_obj
     from regressor.inference import SHIPPED_REGRESSOR
     from regressor.predict_cli import main as predict_plain
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     total = 6
     _header(1, total, "face model")
-    model = FaceModel.builtin()
+    model = build_face_model()
     print(model.summary())
     for path in export_obj(model, args.out / "model"):
         print(f"wrote {path}")

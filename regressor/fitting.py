@@ -12,7 +12,7 @@ it optimises and multiplies the stack's configured weights (a term missing from 
 2. ``shape``: + shape, expression, jaw, neck;
 3. ``appearance``: + albedo and light, photometric term on;
 4. ``perceptual``: the perceptual term switched on (if the stack has one), with global pose and
-   camera **frozen** (issue 17: the critic's pull on the rigid pose only misaligns the face,
+   camera **frozen** (the critic's pull on the rigid pose only misaligns the face,
    which NoW's alignment removes anyway); list them in the stage's ``optimize`` to free them.
 
 Stages whose active terms never read pixels (``landmarks``, ``regularizers``) skip the
@@ -34,12 +34,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from regressor.fitting_config import DEFAULT_FITTING_CONFIG, PARAM_GROUPS, FitStage, load_fitting_config
 from regressor.losses import LossStack
 from regressor.pipeline import render_params
 from regressor.render.camera import project_weak_perspective
 from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 
-PARAM_GROUPS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera", "albedo", "light")
 DEFAULT_LEARNING_RATES = {
     "shape": 0.05, "expression": 0.05, "global_pose": 0.01, "neck_pose": 0.01, "jaw_pose": 0.01,
     "eye_pose": 0.01, "camera": 0.003, "albedo": 0.05, "light": 0.02,
@@ -48,32 +48,6 @@ DEFAULT_LEARNING_RATES = {
 GEOMETRY_ONLY_TERMS = frozenset({"landmarks", "regularizers"})
 #: fewer valid landmarks than this cannot place a face (the camera alone has 3 unknowns)
 MIN_VALID_LANDMARKS = 6
-
-
-@dataclass
-class FitStage:
-    """One stage of the coarse-to-fine schedule.
-
-    Attributes:
-        name: label for logs and plots.
-        steps: Adam steps in this stage.
-        optimize: ``FaceParams`` field names optimised in this stage (``PARAM_GROUPS``).
-        weights: loss label -> multiplier of the stack's configured weight; absent labels are off.
-        lr_scale: multiplies every group's learning rate (``DEFAULT_LEARNING_RATES``).
-    """
-
-    name: str
-    steps: int
-    optimize: list[str]
-    weights: dict[str, float]
-    lr_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.optimize) - set(PARAM_GROUPS))
-        if unknown:
-            raise ValueError(f"fitting stage '{self.name}': unknown parameter groups {unknown}; known: {PARAM_GROUPS}")
-        if self.steps < 0:
-            raise ValueError(f"fitting stage '{self.name}': steps must be >= 0, got {self.steps}")
 
 
 RIGID_GROUPS = ("global_pose", "camera")
@@ -86,10 +60,8 @@ def default_stages(steps: Optional[int] = None, perceptual_weight: float = 1.0,
 
     ``perceptual_weight``: the ``perceptual_shape`` multiplier of the stages that use it.
     ``freeze_rigid_in_perceptual``: the perceptual stage leaves global pose and camera where the
-    landmark stages put them (the default, issue 17); ``False`` adds them to its ``optimize``.
+    landmark stages put them (the default); ``False`` adds them to its ``optimize``.
     """
-    from regressor.fitting_config import DEFAULT_FITTING_CONFIG, load_fitting_config
-
     stages = load_fitting_config(DEFAULT_FITTING_CONFIG).stages
     if steps is not None:
         total, done = sum(s.steps for s in stages), 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from regressor.fitting import FitResult, fit_images, stages_from_config
-from regressor.fitting_config import load_config  # noqa: F401  (re-exported: benchmarks, critic fits, showcase)
+from regressor.fitting_config import load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_components(config: dict[str, Any], device: str | torch.device = "cpu"):
     """(face_model, renderer, loss_stack) from a fitting config."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.losses import LossStack
     from regressor.render import Renderer
 
-    face_model = FaceModel(**config.get("face_model", {})).to(device)
+    face_model = build_face_model(config.get("face_model")).to(device)
     renderer = Renderer(image_size=int(config.get("image_size", 64)), **config.get("renderer", {}))
     return face_model, renderer, LossStack(config["losses"]).to(device)
 

@@ -26,9 +26,38 @@ from pathlib import Path
 from typing import Any, Optional
 
 from regressor.assets import default_config, resolve_shipped
-from regressor.fitting import FitStage
 
-#: one stage of the schedule: ``{name, steps, optimize, weights, lr_scale}`` (``regressor.fitting.FitStage``)
+#: the ``FaceParams`` fields a stage may optimise (``regressor.fitting.DEFAULT_LEARNING_RATES`` has one rate each)
+PARAM_GROUPS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera", "albedo", "light")
+
+
+@dataclass
+class FitStage:
+    """One stage of the coarse-to-fine schedule.
+
+    Attributes:
+        name: label for logs and plots.
+        steps: Adam steps in this stage.
+        optimize: ``FaceParams`` field names optimised in this stage (``PARAM_GROUPS``).
+        weights: loss label -> multiplier of the stack's configured weight; absent labels are off.
+        lr_scale: multiplies every group's learning rate (``regressor.fitting.DEFAULT_LEARNING_RATES``).
+    """
+
+    name: str
+    steps: int
+    optimize: list[str]
+    weights: dict[str, float]
+    lr_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.optimize) - set(PARAM_GROUPS))
+        if unknown:
+            raise ValueError(f"fitting stage '{self.name}': unknown parameter groups {unknown}; known: {PARAM_GROUPS}")
+        if self.steps < 0:
+            raise ValueError(f"fitting stage '{self.name}': steps must be >= 0, got {self.steps}")
+
+
+#: one stage of the schedule: ``{name, steps, optimize, weights, lr_scale}`` (``FitStage``)
 StageConfig = FitStage
 
 #: ``configs/fitting/default.yaml``, package data (``regressor.assets``), so also in an installed wheel

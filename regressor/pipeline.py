@@ -154,11 +154,11 @@ def assemble_pipeline(encoder: Optional[nn.Module], face_model: Optional[nn.Modu
     ``image_size`` (a component configured otherwise is rebuilt with them: the face model and the
     data module's image size are each declared once)."""
     from regressor.components import with_init_args
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.models.encoder import FaceEncoder
     from regressor.render import Renderer
 
-    face_model = face_model if face_model is not None else FaceModel()
+    face_model = face_model if face_model is not None else build_face_model()
     sizes = dict(n_shape=face_model.n_shape, n_expression=face_model.n_expression, n_albedo=face_model.n_albedo)
     encoder = with_init_args(encoder, **sizes) if encoder is not None else FaceEncoder(**sizes)
     renderer = with_init_args(renderer, image_size=image_size) if renderer is not None else Renderer(image_size=image_size)
@@ -171,9 +171,10 @@ def build_pipeline(image_size: int = 64, encoder: Optional[dict[str, Any]] = Non
     """Build the pipeline from a stored description (checkpoint hyper-parameters or an exported
     regressor file's ``pipeline``), typed or flat (see ``pipeline_specs``)."""
     from regressor.components import build_component
+    from regressor.face_model import build_face_model
 
     specs = pipeline_specs(image_size, encoder, face_model, renderer, **legacy)
-    return assemble_pipeline(build_component(specs["encoder"]), build_component(specs["face_model"]),
+    return assemble_pipeline(build_component(specs["encoder"]), build_face_model(specs["face_model"]),
                              build_component(specs["renderer"]), specs["image_size"])
 
 

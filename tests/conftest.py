@@ -30,14 +30,14 @@ class TinyRegressor(NamedTuple):
 
 @pytest.fixture(scope="session")
 def face_model():
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 @pytest.fixture(scope="session")
 def tiny_critic_file(tmp_path_factory) -> Path:
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_critic") / "critic.pt"

@@ -56,7 +56,7 @@ def shrink_fitting_config(path: Path, out_dir: Path, critic: Path) -> Path:
 
 def tiny_critic_checkpoint(path: Path) -> Path:
     """A random, small ``ShapeCritic`` checkpoint (stands in where no shipped critic exists)."""
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     torch.manual_seed(0)
     critic = ShapeCritic(backbone="resnet10t", image_size=TINY_SIZE, backbone_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8})
@@ -167,10 +167,10 @@ def loader(batch: dict[str, Any], batch_size: int = 2) -> torch.utils.data.DataL
 
 def tiny_module_kwargs(**overrides: Any) -> dict[str, Any]:
     """``RegressorModule`` arguments of a tiny regressor (typed components, built-in face model)."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.models.encoder import FaceEncoder
 
     sizes = dict(n_shape=10, n_expression=5, n_albedo=4)
-    kwargs = dict(encoder=FaceEncoder(TINY_BACKBONE, **sizes), face_model=FaceModel(**sizes), image_size=TINY_SIZE)
+    kwargs = dict(encoder=FaceEncoder(TINY_BACKBONE, **sizes), face_model=build_face_model(**sizes), image_size=TINY_SIZE)
     kwargs.update(overrides)
     return kwargs

@@ -1,4 +1,5 @@
-"""Every LightningCLI yaml under configs/ runs for two steps with tiny sizes.
+"""Every product LightningCLI yaml under configs/ runs for two steps with tiny sizes; every
+experiment config (configs/experiments/) is parsed and validated as ``fit`` reads it, without running.
 
 Configs are discovered, so a config added later is covered without editing this file;
 ``regression_helpers.shrink_config`` overrides sizes by key name (image_size, batch_size,
@@ -17,13 +18,16 @@ from tests.regression_helpers import (
     shrink_fitting_config,
 )
 
-CONFIGS = lightning_configs()
+EXPERIMENTS = CONFIG_ROOT / "experiments"
+CONFIGS = [p for p in lightning_configs() if EXPERIMENTS not in p.parents]
+EXPERIMENT_CONFIGS = [p for p in lightning_configs() if EXPERIMENTS in p.parents]
 FITTING_CONFIGS = fitting_configs()
 
 
 def test_every_yaml_under_configs_is_exercised_here():
     every = set(CONFIG_ROOT.rglob("*.yaml"))
-    assert every == set(CONFIGS) | set(FITTING_CONFIGS), f"configs of an unknown kind: {every - set(CONFIGS) - set(FITTING_CONFIGS)}"
+    known = set(CONFIGS) | set(EXPERIMENT_CONFIGS) | set(FITTING_CONFIGS)
+    assert every == known, f"configs of an unknown kind: {every - known}"
 
 
 def test_the_regressor_configs_are_discovered():
@@ -41,6 +45,14 @@ def test_config_fits_two_steps_with_tiny_sizes(config, tmp_path):
     assert checkpoints, f"{config.name}: no checkpoint written"
     last = max(checkpoints, key=lambda p: p.stat().st_mtime)
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+@pytest.mark.parametrize("config", EXPERIMENT_CONFIGS, ids=lambda p: f"experiments/{p.stem}")
+def test_experiment_config_parses(config):
+    from regressor.training.cli import parse_lightning_config
+
+    parsed = parse_lightning_config(["--config", str(config)])
+    assert parsed.model.class_path.startswith("regressor.") and parsed.data.class_path.startswith("regressor.")
 
 
 def test_quickstart_trains_on_the_train_split_and_validates_on_held_out_seeds():

@@ -4,18 +4,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regressor.critic.negatives import mesh_for_rendering
-from regressor.face_model import FaceModel
-from regressor.critic.network import CriticCheckpointError, ShapeCritic
 from regressor.critic.ascent import ASCENT_TYPE_INDEX, AscentConfig, ascent_candidates
+from regressor.face_model import build_face_model
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.render import Renderer
+from regressor.render.renderer import mesh_for_rendering
 
 TINY = {"channels": [8, 8, 16, 16], "stem_width": 8}
 
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from torch import nn
 from benchmarks.critic import SEVERITIES, ranking_figures
 from benchmarks.critic import main as benchmark_main
 from regressor.critic.negatives import negative_types
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 
 
 def graded_errors(num_faces: int = 3) -> SimpleNamespace:

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from regressor.critic.network import CriticCheckpointError, ShapeCritic
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 
 TINY = dict(backbone="resnet10t", image_size=32, backbone_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8})
 
@@ -124,7 +124,7 @@ def test_a_file_from_before_issue_14_loads_with_its_error_unit_and_todays_render
 
 
 def test_render_settings_round_trip_and_a_different_light_is_refused_by_the_perceptual_loss(tmp_path):
-    from regressor.critic.network import CriticRenderMismatchError
+    from regressor.models.critic import CriticRenderMismatchError
     from regressor.losses.perceptual import PerceptualShapeLoss
     from regressor.render import Renderer
 

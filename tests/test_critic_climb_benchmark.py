@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from benchmarks.critic_climb import climb_figures, main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.critic.target import face_region
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 
 SIZE = 32
@@ -30,7 +30,7 @@ class RenderMatchingCritic(nn.Module):
 
 @pytest.mark.parametrize("sign, falls", [(1.0, True), (-1.0, False)])
 def test_the_climb_lowers_the_error_only_for_a_critic_that_points_to_the_truth(sign, falls):
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     generator = torch.Generator().manual_seed(0)
     truth_params = face_model.zero_params(2)
     truth_params.shape = torch.randn(truth_params.shape.shape, generator=generator)

@@ -8,18 +8,12 @@ from regressor.critic.fit_error import FitErrorModel, group_shrinkage
 from regressor.critic.gradient import (
     GradientConfig, direction_to_truth, gradient_losses, metric_cosine, metric_weights, sample_starts, score_gradient,
 )
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
-from regressor.face_model import FaceModel
 from regressor.render import Renderer
 from regressor.types import FaceParams
 
 TINY = {"channels": [8, 8, 16, 16], "stem_width": 8}
-
-
-@pytest.fixture(scope="module")
-def face_model():
-    return FaceModel.builtin()
 
 
 def _params(n: int, n_shape: int, n_expression: int, generator: torch.Generator) -> FaceParams:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from regressor.cli import main as regressor_main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.training.critic import ranking_metrics
 
 TINY_OVERRIDES = [

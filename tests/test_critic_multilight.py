@@ -1,4 +1,4 @@
-"""Specification of a critic that sees its geometry under several fixed lights (session 5).
+"""Specification of a critic that sees its geometry under several fixed lights.
 
 The extra channels must be the same whether the critic's own renderer draws them (training,
 benchmarks) or the loss completes a fitting renderer's one-channel render from its normals;
@@ -11,7 +11,7 @@ import torch
 from pytorch3d.utils import ico_sphere
 from torch import nn
 
-from regressor.critic.network import CriticRenderSettings, ShapeCritic
+from regressor.models.critic import CriticRenderSettings, ShapeCritic
 from regressor.losses.perceptual import PerceptualShapeLoss
 from regressor.render import Renderer
 from regressor.render.shading import lambert

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 
 ERRORS_MM = torch.tensor([0.0, 1.0, 3.0, 8.0])

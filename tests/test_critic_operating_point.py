@@ -1,4 +1,4 @@
-"""Issue 17: the aligned face-region target, candidates at the fitted pose, and the operating-point figures."""
+"""The operating point: the aligned face-region target, candidates at the fitted pose, and the operating-point figures."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ from torch import nn
 from regressor.critic.fits import OperatingFits
 from regressor.critic.operating_point import interior_sensitivity, operating_point_figures, vertex_renderer
 from regressor.critic.target import aligned_face_error_mm, face_region, place_like
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 from regressor.types import FaceParams
 
@@ -20,7 +20,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 def truth_and_region(face_model, batch: int = 2, seed: int = 0):

@@ -8,7 +8,7 @@ from regressor.critic.render_cache import RenderCache, RenderedCandidates
 from regressor.critic.negatives import (
     NegativeGenerator, PerturbationConfig, aligned_to_camera, negative_types, random_light_directions, register_negative,
 )
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 
 NEGATIVE_TYPES = negative_types()
 
@@ -17,7 +17,7 @@ SEVERITIES = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Issue 18: candidate builders (crop, remesh, holes), same-topology negatives and the topology figures."""
+"""Other topologies: candidate builders (crop, remesh, holes), same-topology negatives and the topology figures."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,7 @@ from benchmarks.topology.topology import (
     BENCHMARK_VARIANTS, TRAIN_VARIANTS, CropSpec, build_variant, crop, face_frame, remesh, surface_candidates, with_holes,
 )
 from benchmarks.topology.topology_metrics import topology_figures
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 
 SIZE = 32
@@ -18,7 +18,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def head():
-    model = FaceModel.builtin()
+    model = build_face_model()
     mesh = model(model.zero_params(1))
     return model, mesh.vertices[0], mesh.landmarks3d[0], mesh.now_landmarks3d[0]
 
@@ -113,7 +113,7 @@ def test_the_critic_topology_benchmark_writes_figures_for_several_critics(tmp_pa
     import json
 
     from benchmarks.critic_topology import main
-    from regressor.critic.network import ShapeCritic
+    from regressor.models.critic import ShapeCritic
 
     paths = []
     for seed in (0, 1):
@@ -131,7 +131,7 @@ def test_the_critic_topology_benchmark_writes_figures_for_several_critics(tmp_pa
 
 
 def test_perceptual_loss_scores_a_face_only_mask_without_a_face_model(head):
-    """Issue 18: ``PerceptualShapeLoss.score_mesh`` takes (image, vertices, faces, camera) of any mesh."""
+    """``PerceptualShapeLoss.score_mesh`` takes (image, vertices, faces, camera) of any mesh."""
     from regressor.losses.perceptual import PerceptualShapeLoss
 
     model, vertices, landmarks, now = head

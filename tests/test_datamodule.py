@@ -234,9 +234,9 @@ def test_a_data_source_name_can_be_registered_once():
 
 
 def test_synthetic_samples_come_from_the_configured_face_model():
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    model = FaceModel(n_shape=8, n_expression=4, n_albedo=3)
+    model = build_face_model(n_shape=8, n_expression=4, n_albedo=3)
     module = FaceDataModule(image_size=32, batch_size=2, face_model=model, synthetic_val_samples=2)
     module.setup("validate")
     assert module.datasets["val"].generator.face_model is model

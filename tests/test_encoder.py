@@ -121,10 +121,10 @@ def test_missing_or_corrupt_weights_file_is_named(tmp_path):
 
 
 def test_first_prediction_renders_a_centred_face_filling_the_image(encoder):
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.render import Renderer
 
-    face_model = FaceModel.builtin(n_shape=20, n_expression=10, n_albedo=5)
+    face_model = build_face_model(n_shape=20, n_expression=10, n_albedo=5)
     size = 32
     params = encoder(torch.rand(2, 3, 64, 64))[0]
     with torch.no_grad():

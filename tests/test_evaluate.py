@@ -1,4 +1,4 @@
-"""`regressor evaluate`: NoW error of predicted meshes against outside scans (issue 16)."""
+"""`regressor evaluate`: NoW error of predicted meshes against outside scans."""
 import json
 
 import numpy as np
@@ -9,13 +9,13 @@ from pytorch3d.ops import SubdivideMeshes
 from pytorch3d.structures import Meshes
 
 from regressor.evaluation.evaluate_cli import main as evaluate
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 
 
 @pytest.fixture(scope="module")
 def meshes():
     """A 'true' face and the mean face (the model's topology), in metres."""
-    face_model = FaceModel(n_shape=10, n_expression=5)
+    face_model = build_face_model(n_shape=10, n_expression=5)
     truth = face_model.zero_params(1)
     truth.shape = torch.randn(1, 10, generator=torch.Generator().manual_seed(0)) * 1.5
     with torch.no_grad():

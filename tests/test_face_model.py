@@ -262,3 +262,34 @@ def test_face_mesh_batches_select_concatenate_and_move_with_shared_faces(model):
     other = FaceMesh(mesh.vertices[:1], mesh.faces.flip(1), mesh.landmarks3d[:1], mesh.now_landmarks3d[:1])
     with pytest.raises(ValueError, match="different faces"):
         FaceMesh.cat([mesh[0], other])
+
+
+def test_build_face_model_reads_every_spec_form(tmp_path):
+    from regressor.face_model import build_face_model
+    from regressor.face_model.builtin import builtin_files
+
+    sizes = dict(n_shape=N_SHAPE, n_expression=N_EXPR, n_albedo=N_ALBEDO)
+    reference = FaceModel.builtin(**sizes)
+    pkl = str(builtin_files().model)
+    (tmp_path / "config.yaml").write_text(f"face_model:\n  class_path: regressor.face_model.FaceModel\n"
+                                          f"  init_args: {{n_shape: {N_SHAPE}}}\n")
+    (tmp_path / "plain.yml").write_text(f"{{model_path: builtin, n_shape: {N_SHAPE}}}\n")
+    built = {
+        "none": build_face_model(None, **sizes),
+        "builtin": build_face_model("builtin", **sizes),
+        "arguments": build_face_model({"n_shape": N_SHAPE, "n_expression": N_EXPR}, n_albedo=N_ALBEDO),
+        "class_path": build_face_model({"class_path": "regressor.face_model.FaceModel", "init_args": sizes}),
+        "config yaml": build_face_model(tmp_path / "config.yaml", n_expression=N_EXPR, n_albedo=N_ALBEDO),
+        "plain yaml": build_face_model(str(tmp_path / "plain.yml"), n_expression=N_EXPR, n_albedo=N_ALBEDO),
+    }
+    for form, face_model in built.items():
+        assert isinstance(face_model, FaceModel) and face_model.is_builtin, form
+        assert face_model.init_args == reference.init_args, form
+    from_file = build_face_model(pkl, **sizes)  # the stand-in's own generic_model.pkl, read as a FLAME file
+    assert not from_file.is_builtin and from_file.model_path == pkl
+    torch.testing.assert_close(from_file.v_template, reference.v_template)
+    assert build_face_model(reference) is reference
+    with pytest.raises(TypeError, match="no overrides"):
+        build_face_model(reference, n_shape=3)
+    with pytest.raises(TypeError, match="expected None, a path"):
+        build_face_model(3)

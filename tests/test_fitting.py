@@ -1,10 +1,11 @@
-"""Optimisation-based fitting (issue 6)."""
+"""Optimisation-based fitting: stages, closed-form camera, per-sample losses."""
 import pytest
 import torch
 from pytorch3d.ops import corresponding_points_alignment
 
-from regressor.face_model import FaceModel
-from regressor.fitting import FitStage, camera_from_landmarks, default_stages, fit_images
+from regressor.face_model import build_face_model
+from regressor.fitting import camera_from_landmarks, default_stages, fit_images
+from regressor.fitting_config import FitStage
 from regressor.losses import LossStack
 from regressor.render import Renderer
 
@@ -13,7 +14,7 @@ SIZE = 48
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel(n_shape=20, n_expression=10)
+    return build_face_model(n_shape=20, n_expression=10)
 
 
 def _targets(face_model, batch_size, seed=0):

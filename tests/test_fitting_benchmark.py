@@ -1,10 +1,10 @@
-"""benchmarks.fitting: the entry point other benchmarks call to fit a FaceSet (issue 16)."""
+"""benchmarks.fitting: the entry point other benchmarks call to fit a FaceSet."""
 import pytest
 import torch
 
 from benchmarks.fitting import evaluate, fit_benchmark_faces, noisy_landmarks, with_overrides
 from benchmarks.psl_common import FaceSet
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 
 SIZE = 32
@@ -31,7 +31,7 @@ def _config():
 
 
 def test_fit_benchmark_faces_returns_one_mesh_per_face_in_order():
-    face_model = FaceModel(n_shape=10, n_expression=5)
+    face_model = build_face_model(n_shape=10, n_expression=5)
     faces = _faces(face_model, 3)
     fitted = fit_benchmark_faces(faces, face_model, _config(), batch_size=2)
     assert fitted.mesh.vertices.shape == faces.vertices.shape and fitted.seconds_per_image > 0
@@ -43,14 +43,14 @@ def test_fit_benchmark_faces_returns_one_mesh_per_face_in_order():
 
 
 def test_landmark_noise_is_seeded_and_has_the_requested_sigma():
-    faces = _faces(FaceModel(n_shape=10, n_expression=5), 2)
+    faces = _faces(build_face_model(n_shape=10, n_expression=5), 2)
     a, b = noisy_landmarks(faces, 1.5, seed=0), noisy_landmarks(faces, 1.5, seed=0)
     assert torch.equal(a, b)
     assert (a - faces.landmarks).std().item() == pytest.approx(1.5, rel=0.15)
 
 
 def test_a_set_at_another_resolution_than_the_config_is_refused():
-    face_model = FaceModel(n_shape=10, n_expression=5)
+    face_model = build_face_model(n_shape=10, n_expression=5)
     config = with_overrides(_config(), priors={"shape": 1e-4})
     config["image_size"] = 64
     with pytest.raises(ValueError, match="32 px"):

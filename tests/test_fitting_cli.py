@@ -1,4 +1,4 @@
-"""`regressor optimize` on photo folders: every output belongs to its image (issue 16)."""
+"""`regressor optimize` on photo folders: every output belongs to its image."""
 import hashlib
 import json
 import shutil

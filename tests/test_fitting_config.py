@@ -1,4 +1,4 @@
-"""Typed fitting configs (issue 14): jsonargparse reads configs/fitting/*.yaml into ``FittingConfig``,
+"""Typed fitting configs: jsonargparse reads configs/fitting/*.yaml into ``FittingConfig``,
 misspelled keys are errors naming the key, and every shipped config keeps the numbers it had before
 the schedule moved to one place (``no_critic.yaml``; ``default.yaml``/``default_224.yaml`` build on it)."""
 import copy
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from benchmarks.fitting import fit_benchmark_faces  # noqa: F401  (the dict|path entry point still imports)
-from regressor.fitting import DEFAULT_LEARNING_RATES, FitStage, default_stages, stages_from_config
-from regressor.fitting_cli import build_components, load_config
-from regressor.fitting_config import CONFIG_DIR, FittingConfig, load_fitting_config
+from regressor.fitting import DEFAULT_LEARNING_RATES, default_stages, stages_from_config
+from regressor.fitting_cli import build_components
+from regressor.fitting_config import CONFIG_DIR, FitStage, FittingConfig, load_config, load_fitting_config
 
 LOSSES = [
     {"name": "landmarks", "weight": 1.0},
@@ -25,7 +25,7 @@ CALIBRATED = [
     {"name": "appearance", "steps": 150,
      "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera", "albedo", "light"],
      "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.5}},
-]  # session 4's recalibration (docs/results/fitting_calibration.md, phase 5); before: appearance 50 steps at 0.3, untrimmed
+]  # the recalibration of 26e6964 (docs/results/fitting_calibration.md, phase 5); before: appearance 50 steps at 0.3, untrimmed
 PERCEPTUAL = {"name": "perceptual", "steps": 60, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "albedo", "light"],
               "lr_scale": 0.1, "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
 #: the effective values of each shipped config, captured before the configs were rewritten

@@ -1,11 +1,11 @@
-"""Fitting internals of issue 16/17: invisible landmarks, resolution, the frozen-pose perceptual stage."""
+"""Fitting internals: invisible landmarks, resolution, the frozen-pose perceptual stage."""
 import pytest
 import torch
 
-from regressor.critic.network import ShapeCritic
-from regressor.face_model import FaceModel
-from regressor.fitting import FitStage, default_stages, fit_images
-from regressor.fitting_config import load_config
+from regressor.models.critic import ShapeCritic
+from regressor.face_model import build_face_model
+from regressor.fitting import default_stages, fit_images
+from regressor.fitting_config import FitStage, load_config
 from regressor.losses import LossStack
 from regressor.losses.perceptual import PerceptualShapeLoss
 from regressor.render import Renderer
@@ -15,7 +15,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel(n_shape=10, n_expression=5)
+    return build_face_model(n_shape=10, n_expression=5)
 
 
 def _target(face_model, seed=0):

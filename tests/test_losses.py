@@ -273,9 +273,9 @@ def test_vertex_term_without_ground_truth_says_so():
 
 @pytest.fixture(scope="module")
 def face_model():
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    return FaceModel.builtin(n_shape=10, n_expression=5, n_albedo=4)
+    return build_face_model(n_shape=10, n_expression=5, n_albedo=4)
 
 
 def test_real_render_of_the_target_gives_zero_image_and_landmark_loss(face_model):

@@ -9,7 +9,7 @@ from torch import nn
 
 from regressor.losses import LossStack, build_loss
 from regressor.losses import perceptual as perceptual_module
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 from regressor.types import FaceBatch, FaceMesh, FaceParams, LossInputs, Renders
 
 S = 32
@@ -105,11 +105,11 @@ def test_warmup_returns_zero_and_skips_the_critic(critic_path):
 
 def test_gradient_moves_the_geometry_and_never_the_critic(critic_path):
     """Through the real face model and renderer: one optimiser step on the whole stack."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.render import Renderer
 
     torch.manual_seed(0)
-    face_model = FaceModel.builtin(n_shape=10, n_expression=5, n_albedo=4)
+    face_model = build_face_model(n_shape=10, n_expression=5, n_albedo=4)
     renderer = Renderer(image_size=S)
     stack = LossStack([
         {"name": "perceptual_shape", "weight": 1.0, "checkpoint": str(critic_path)},

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.losses import LossStack
 from regressor.pipeline import build_pipeline
 from regressor.types import FaceBatch, FaceParams, LossInputs
@@ -10,7 +10,7 @@ from regressor.types import FaceBatch, FaceParams, LossInputs
 
 @pytest.fixture(scope="module")
 def face_model():
-    return FaceModel.builtin(n_shape=20, n_expression=10, n_albedo=5)
+    return build_face_model(n_shape=20, n_expression=10, n_albedo=5)
 
 
 def truth(face_model, batch=3, seed=0) -> FaceParams:

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.psl_common import BUDGETS, benchmark_config, face_set
 from benchmarks.psl_effect import main
-from regressor.critic.network import ShapeCritic
+from regressor.models.critic import ShapeCritic
 
 HEADLINE = ("median_mm_without", "median_mm_with", "reduction", "mean_mm_without", "mean_mm_with", "std_mm_without",
             "std_mm_with")
@@ -133,13 +133,13 @@ def test_gradient_norms_match_their_closed_form(tiny_critic_file):
     from types import SimpleNamespace
 
     from benchmarks.psl_effect import gradient_norms
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.losses import LossStack
     from regressor.render import Renderer
     from regressor.types import FaceParams
 
     torch.manual_seed(0)
-    model = FaceModel.builtin(n_shape=10, n_expression=5, n_albedo=3)
+    model = build_face_model(n_shape=10, n_expression=5, n_albedo=3)
     params = FaceParams.zeros(2, n_shape=10, n_expression=5, n_albedo=3)
     params.shape = torch.randn(2, 10) * 0.5
     faces = SimpleNamespace(image=torch.rand(2, 3, 32, 32), landmarks=torch.rand(2, 68, 2) * 32,

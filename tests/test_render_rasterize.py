@@ -13,9 +13,9 @@ HEAD_POSES = [(0.0, 0.0, 0.0, 0.0), (0.0, 0.6, 0.0, 0.0), (-0.35, -0.3, 0.15, 0.
 
 def posed_head_screen(image_size: int, poses=HEAD_POSES) -> tuple[torch.Tensor, torch.Tensor]:
     """The built-in head in several poses -> ((B, V, 3) screen vertices, (F, 3) faces)."""
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    model = FaceModel.builtin()
+    model = build_face_model()
     params: FaceParams = model.zero_params(len(poses))
     pose = torch.tensor(poses, dtype=torch.float32)
     params.global_pose = pose[:, :3].clone()

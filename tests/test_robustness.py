@@ -49,12 +49,12 @@ def test_fit_killed_with_sigkill_resumes_from_last_to_the_same_number_of_optimiz
 # ----------------------------------------------------------------------------- numerical faults
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.losses import LossStack
     from regressor.render import Renderer
 
     critic = tiny_critic_checkpoint(tmp_path_factory.mktemp("critic") / "critic.pt")
-    model = FaceModel.builtin(n_shape=10, n_expression=5, n_albedo=4)
+    model = build_face_model(n_shape=10, n_expression=5, n_albedo=4)
     renderer = Renderer(image_size=TINY_SIZE, backend="torch")
     stack = LossStack([
         {"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.shading_information import main, photometric_climb, photometric_error
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 from regressor.synthetic.config import SyntheticConfig
 from regressor.synthetic.generator import SyntheticFaceGenerator
@@ -28,7 +28,7 @@ def test_presets_switch_on_only_the_named_effects():
 
 
 def test_on_model_only_images_the_truth_explains_the_image_and_the_climb_moves_towards_it():
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     batch = SyntheticFaceGenerator(face_model, SIZE, SyntheticConfig.model_only()).generate([11, 12])
     renderer = Renderer(image_size=SIZE)
     truth = batch.params

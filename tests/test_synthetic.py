@@ -9,7 +9,7 @@ import torch
 from regressor.synthetic.sampling import fit_sh_light, lambert_irradiance, sample_lighting, _fibonacci_directions
 from regressor.synthetic.generator import SyntheticFaceGenerator, _visible
 from regressor.synthetic.config import SyntheticConfig
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.render import Renderer
 from regressor.render.shading import sh_basis
 from regressor.types import FaceMesh
@@ -21,7 +21,7 @@ SEEDS = [11, 12, 13, 14]
 @pytest.fixture(scope="module")
 def face_model():
     torch.manual_seed(0)
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 @pytest.fixture(scope="module")

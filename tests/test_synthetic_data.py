@@ -17,7 +17,7 @@ from regressor.synthetic.splits import (
 from regressor.synthetic.synth_cli import main as synth_main
 from regressor.synthetic.generator import SyntheticFaceDataset
 from regressor.synthetic.config import SyntheticConfig
-from regressor.face_model import FaceModel
+from regressor.face_model import build_face_model
 from regressor.types import FaceBatch
 
 SIZE = 32
@@ -26,7 +26,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def face_model():
     torch.manual_seed(0)
-    return FaceModel.builtin()
+    return build_face_model()
 
 
 def test_every_split_at_its_default_size_owns_seeds_no_other_split_uses():

@@ -1,6 +1,6 @@
 """Same-topology negatives for meshes of any family: a registry of vertex-space perturbations.
 
-Issue 18: the critic must compare *shape*, not mesh family, so every negative here keeps its
+The critic must compare *shape*, not mesh family, so every negative here keeps its
 positive's topology (a face crop, a remeshed head, a subdivided head, a head with holes) and moves
 only its vertices. Each type is one function registered by name with ``@register_geometry_negative``;
 a duplicate name is refused (as ``register_loss`` refuses one), and ``build`` refuses unknown names.

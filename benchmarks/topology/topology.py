@@ -1,4 +1,4 @@
-"""Meshes of other families and coverage, each with its same-topology negatives (issue 18).
+"""Meshes of other families and coverage, each with its same-topology negatives.
 
 The critic works in image space, so it should judge any mesh: a face-only mask, a decimated scan,
 a denser head, a head with open eyes or mouth. The builders here turn one true head (vertices in

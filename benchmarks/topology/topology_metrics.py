@@ -1,4 +1,4 @@
-"""``topology.*`` figures: does the critic judge shape on meshes of other families and coverage? (issue 18)
+"""``topology.*`` figures: does the critic judge shape on meshes of other families and coverage?
 
 One implementation, used by ``benchmarks.critic`` and critic validation. For every held-out face and
 every variant (``topology.BENCHMARK_VARIANTS``: a face-only mask and a decimated head, boundaries and a

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
+from regressor.models.critic import ShapeCritic
 from regressor.synthetic.splits import SPLIT_SEEDS
-from regressor.critic.network import ShapeCritic
 
 
 def git_commit() -> str:

@@ -166,7 +166,7 @@ def real_fits(face_model, split: str, num_faces: int, seed_offset: int = 0, imag
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     parser = argparse.ArgumentParser(description="Estimate the no-critic fitter's error model from cached fits "
                                                  "and check it against held-out fits.")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-cache", default="outputs/critic_fit_cache")
     parser.add_argument("--json", default=None, help="write the check's figures here")
     args = parser.parse_args(argv)
-    face_model = FaceModel.builtin()
+    face_model = build_face_model()
     truth, fit = real_fits(face_model, "critic_train", args.faces + args.held_out, cache_dir=args.fit_cache or None)
     train, held_out = torch.arange(args.faces), torch.arange(args.faces, args.faces + args.held_out)
     model = FitErrorModel.estimate(truth[train], fit[train])

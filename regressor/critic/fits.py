@@ -1,6 +1,6 @@
 """Fits without the critic at the operating point, computed once and cached on disk.
 
-The critic is used as a loss where a landmark fit has already placed the face (issue 17), so it
+The critic is used as a loss where a landmark fit has already placed the face, so it
 must be trained and measured there. ``fit_operating_points`` runs the project's own no-critic fitter
 (``regressor.fitting.fit_images`` with ``configs/fitting/no_critic.yaml``, steps scaled) on images
 whose 68 landmarks carry Gaussian noise (σ 1.5 px by default, about what a detector adds), and keeps
@@ -74,7 +74,7 @@ def fit_operating_points(face_model, images: Tensor, landmarks: Tensor, landmark
     (the first from the closed-form landmark camera), so intermediate fits come for free.
     """
     from regressor.fitting import fit_images, stages_from_config
-    from regressor.fitting_cli import load_config
+    from regressor.fitting_config import load_config
     from regressor.losses import LossStack
     from regressor.render import Renderer
 

@@ -23,72 +23,17 @@ in that package, selected in yaml by ``perturbation: {types: [..., my_type]}``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from regressor.critic.negative_registry import (  # noqa: F401 - the registry's names, for callers of this module
+    NegativeContext, NegativeType, negative_type, negative_types, register_negative,
+)
 from regressor.evaluation.metrics import mean_vertex_error_mm
-from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
-from regressor.registry import Registry
+from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION, mesh_for_rendering
 from regressor.types import FaceMesh, FaceParams
-
-
-@dataclass
-class NegativeType:
-    """A registered negative type: ``fn`` and the space it works in (see module doc)."""
-
-    name: str
-    space: Literal["params", "geometry"]
-    fn: Callable[..., Any]
-
-
-_NEGATIVES: Registry[NegativeType] = Registry("negative type", "a new one is one file in regressor/critic/negative_types/")
-
-
-@dataclass
-class NegativeContext:
-    """What a negative type may read.
-
-    Attributes:
-        config: the ``PerturbationConfig`` (magnitudes at severity 1; ``options[name]`` for new types).
-        params: (B) the true ``FaceParams``; ``k`` negatives per face (rows are face-major, B*K).
-        draw: ``draw(*shape)`` -> (B*K, *shape) normal draws, one per (face, type), shared by that
-            face's negatives of that type (graded severities move along one direction). Params
-            types must call it in registration order (the built-ins do), keeping the random stream.
-        smoother: ``MeshSmoother`` of the face model's mesh.
-    """
-
-    config: "PerturbationConfig"
-    params: FaceParams
-    k: int
-    draw: Callable[..., Tensor]
-    smoother: "MeshSmoother"
-
-
-def register_negative(name: str, space: Literal["params", "geometry"]):
-    """Decorator: register ``fn`` as negative type ``name``.
-
-    * ``space="params"``: ``fn(flat: FaceParams (B*K), severity: (B*K, 1) zero outside this type's rows,
-      context)`` changes ``flat`` in place;
-    * ``space="geometry"``: ``fn(truth: (R, V, 3), severity: (R,), context) -> (R, V, 3)`` for this type's R rows.
-    """
-    if space not in ("params", "geometry"):
-        raise ValueError(f"register_negative('{name}'): space must be 'params' or 'geometry', got {space!r}")
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _NEGATIVES.register(name, origin=fn)(NegativeType(name, space, fn))
-        return fn
-    return decorator
-
-
-def negative_types() -> tuple[str, ...]:
-    """Registered negative type names; a name's position is its ``CandidateSet.type_index``."""
-    return _NEGATIVES.names()
-
-
-def negative_type(name: str) -> NegativeType:
-    return _NEGATIVES.get(name)
 
 
 @dataclass
@@ -261,13 +206,6 @@ def _shared_draws(generator: torch.Generator, b: int, k: int, t: Tensor, device)
         return draws[face, t].to(device)
 
     return draw
-
-
-def mesh_for_rendering(vertices: Tensor, faces: Tensor) -> FaceMesh:
-    """(N, V, 3) vertices -> a FaceMesh the renderer accepts (dummy landmarks: only the surface is drawn)."""
-    zeros = vertices.new_zeros
-    n = vertices.shape[0]
-    return FaceMesh(vertices=vertices, faces=faces, landmarks3d=zeros(n, 68, 3), now_landmarks3d=zeros(n, 7, 3))
 
 
 def candidate_meshes(candidates: CandidateSet, faces: Tensor) -> FaceMesh:

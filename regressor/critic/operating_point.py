@@ -1,4 +1,4 @@
-"""Critic figures at the operating point: where a no-critic fit has placed the face (issue 17).
+"""Critic figures at the operating point: where a no-critic fit has placed the face.
 
 One implementation, used by ``benchmarks.critic`` (the published ``operating_point.*`` and
 ``interior_sensitivity_fraction`` figures) and by critic training's validation (``val/op_*``).
@@ -11,7 +11,7 @@ Every figure starts from a fit of the project's own fitter on noisy landmarks
 * ``truth_wins_other_image``: the same comparison with every render paired with *another* face's
   image (the next one of the batch). A critic that reads the image falls towards 0.5 here; one that
   only judges how "fit-like" a shape looks (a prior, no image agreement) keeps its ``truth_wins_fraction``
-  (session 6: a critic trained only on fits scored 0.94 with the face's own image and 0.91 with another's).
+  (``configs/experiments/focused.yaml``, trained only on fits, scored 0.94 with the face's own image and 0.91 with another's).
   Report it beside ``truth_wins_fraction``: the gap between them is the part the image explains.
 * ``monotone_fraction``: the score rises at every point of the straight vertex line fit -> placed
   truth (``line_points`` points); ``line_spearman`` is the mean Spearman(t, score) along it.
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from regressor.critic.negatives import mesh_for_rendering
 from regressor.critic.objective import spearman
 from regressor.critic.target import place_like
+from regressor.render.renderer import mesh_for_rendering
 from regressor.types import FaceBatch, FaceParams, LossInputs, replace
 
 GOALS = {"operating_point.truth_wins_fraction": ">= 0.9 (read beside truth_wins_other_image)",

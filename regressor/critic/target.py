@@ -1,6 +1,6 @@
 """The critic's error target: the Procrustes-aligned face-region error, as NoW measures shape.
 
-Why (issue 17): the first critics were trained on the whole-head mean vertex error in the true
+Why: the first critics were trained on the whole-head mean vertex error in the true
 camera. At a landmark fit about 94% of that error is rigid misalignment, which the NoW metric
 removes, so the critic learned to judge placement, not shape. This target keeps only what NoW
 keeps:
@@ -24,10 +24,7 @@ from torch import Tensor
 
 from regressor.evaluation.metrics import mean_vertex_error_mm, similarity_transform
 from regressor.evaluation.now import crop_scan
-
-CAMERA_WHOLE_HEAD = "camera_whole_head"
-ALIGNED_FACE_REGION = "aligned_face_region"
-TARGETS = (CAMERA_WHOLE_HEAD, ALIGNED_FACE_REGION)
+from regressor.models.critic import ALIGNED_FACE_REGION, CAMERA_WHOLE_HEAD, TARGETS  # noqa: F401 - the names, defined with the network
 
 
 def face_region(vertices: Tensor, now_landmarks: Tensor) -> Tensor:

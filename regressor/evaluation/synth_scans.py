@@ -22,11 +22,11 @@ from regressor.evaluation.scans import UNITS
 def export_scans(synth: Path, out: Path, face_model=None, subdivide: bool = False, unit: str = "m") -> list[str]:
     from pytorch3d.io import save_obj
 
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.synthetic.displacement import displace_landmarks
     from regressor.types import FaceParams
 
-    face_model = face_model or FaceModel()
+    face_model = face_model or build_face_model()
     annotations = sorted((synth / "annotations").glob("*.npz"))
     if not annotations:
         raise FileNotFoundError(f"no annotations/*.npz in {synth} (write one with `regressor synth`)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from regressor.face_model.factory import build_face_model
 from regressor.face_model.flame import FaceModel
 
 
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="print a summary of the model")
     parser.add_argument("--export-obj", metavar="DIR", help="write neutral / shape +-3 sigma / expression / jaw-open .obj files")
     args = parser.parse_args(argv)
-    model = FaceModel(args.model_path, args.static_embedding, args.dynamic_embedding, args.albedo)
+    model = build_face_model(args.model_path, static_embedding_path=args.static_embedding,
+                             dynamic_embedding_path=args.dynamic_embedding, albedo_path=args.albedo)
     if args.summary or not args.export_obj:
         print(model.summary())
     if args.export_obj:

@@ -82,7 +82,7 @@ class PerceptualShapeLoss(LossTerm):
         self.warmup_steps = int(warmup_steps)
         self.transform = transform
         if critic is None:
-            from regressor.critic.network import ShapeCritic  # lazy: only this term needs the critic
+            from regressor.models.critic import ShapeCritic  # lazy: only this term needs the critic
 
             self.checkpoint = str(resolve_checkpoint(checkpoint))
             critic = ShapeCritic.from_checkpoint(self.checkpoint)
@@ -129,7 +129,7 @@ class PerceptualShapeLoss(LossTerm):
 
     def score_mesh(self, image: Tensor, vertices: Tensor, faces: Tensor, camera: Tensor,
                    renderer: nn.Module | None = None) -> Tensor:
-        """Score any triangle mesh against its photo: no face model, any topology or coverage (issue 18).
+        """Score any triangle mesh against its photo: no face model, any topology or coverage.
 
         Args:
             image: (B, 3, H, W) in [0, 1], square; the face where ``camera`` puts the mesh.
@@ -142,7 +142,7 @@ class PerceptualShapeLoss(LossTerm):
             (B,) scores, differentiable w.r.t. ``vertices`` and ``camera`` (higher = the shading
             explains the image better).
         """
-        from regressor.critic.negatives import mesh_for_rendering
+        from regressor.render import mesh_for_rendering
 
         if renderer is None:
             renderer = self.critic.render_settings.renderer(image_size=int(image.shape[-1]))

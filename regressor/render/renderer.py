@@ -25,6 +25,14 @@ DEFAULT_LIGHT_DIRECTION: tuple[float, float, float] = (0.0, 0.4, 1.0)
 DEFAULT_ALBEDO = 0.7  # grey albedo used for ``albedo_shaded`` when none is given
 
 
+def mesh_for_rendering(vertices: Tensor, faces: Tensor) -> FaceMesh:
+    """(N, V, 3) vertices of any mesh -> a ``FaceMesh`` the renderer accepts (dummy landmarks: only the
+    surface is drawn). Scans, crops and candidates of the critic are rendered through it."""
+    zeros = vertices.new_zeros
+    n = vertices.shape[0]
+    return FaceMesh(vertices=vertices, faces=faces, landmarks3d=zeros(n, 68, 3), now_landmarks3d=zeros(n, 7, 3))
+
+
 class Renderer(nn.Module):
     """Renders a batch of face meshes; stateless apart from its settings.
 

@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from regressor.synthetic.generator import SyntheticFaceGenerator
     from regressor.synthetic.config import SyntheticConfig
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     config = SyntheticConfig.model_only() if args.model_only else SyntheticConfig()
-    generator = SyntheticFaceGenerator(FaceModel.builtin(), args.size, config)
+    generator = SyntheticFaceGenerator(build_face_model(), args.size, config)
     batch = generator.generate(list(split_seed_range(args.split, args.num, args.seed)))
     sheet = contact_sheet(batch.image, batch.landmarks if args.landmarks else None, batch.landmarks_valid)
     args.out.parent.mkdir(parents=True, exist_ok=True)

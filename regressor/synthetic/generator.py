@@ -195,9 +195,9 @@ class SyntheticFaceDataset(Dataset):
         if self._generator is None:
             model = self._face_model
             if model is None:
-                from regressor.face_model import FaceModel
+                from regressor.face_model import build_face_model
 
-                model = FaceModel.builtin()
+                model = build_face_model()
             self._generator = SyntheticFaceGenerator(model, self.image_size, self.config, self.backend)
         return self._generator
 

@@ -52,9 +52,9 @@ class PoolSpec:
 
 
 def _face_model(spec: PoolSpec):
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
-    return FaceModel(model_path=spec.face_model) if spec.face_model else FaceModel.builtin()
+    return build_face_model(spec.face_model)
 
 
 def _allocate(spec: PoolSpec, param_shapes: dict[str, tuple[int, ...]]) -> None:

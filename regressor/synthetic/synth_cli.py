@@ -86,11 +86,11 @@ _WORKER: dict = {}
 def _init_worker(model_path: str | None, size: int, config: SyntheticConfig, threads: int) -> None:
     """Build the face model and generator once per process."""
     from regressor.synthetic.generator import SyntheticFaceGenerator
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = FaceModel(model_path=model_path) if model_path else FaceModel.builtin()
+    model = build_face_model(model_path)
     _WORKER["generator"] = SyntheticFaceGenerator(model, size, config)
 
 

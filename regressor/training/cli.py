@@ -28,13 +28,14 @@ Additions to the stock LightningCLI:
           --data.init_args.predict_dir my_faces/ --prediction_writer.output_dir my_meshes/
 
 * ``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of the ModelCheckpoint.
-* A config that names a class by its path before the architecture step (issue 14), e.g.
+* A config that names a class by its path before the architecture step (2026-11-30), e.g.
   ``regressor.modules.regression.RegressorModule``, is refused with an error naming the new path.
 """
 from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,7 +45,7 @@ import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 
-# class_path strings that moved in the architecture step (issue 14): old -> new.
+# class_path strings that moved in the architecture step: old -> new.
 MOVED_CLASS_PATHS = {
     "regressor.modules.regression.RegressorModule": "regressor.training.regression.RegressorModule",
     "regressor.modules.critic.CriticModule": "regressor.training.critic.CriticModule",
@@ -77,7 +78,7 @@ def _config_texts(argv: list[str]) -> list[tuple[str, str]]:
 
 
 def check_moved_class_paths(argv: list[str]) -> None:
-    """Raise ``MovedClassPathError`` when a config or argument uses a class path from before issue 14."""
+    """Raise ``MovedClassPathError`` when a config or argument uses a class path from before the architecture step."""
     for where, text in _config_texts(argv):
         for old, new in MOVED_CLASS_PATHS.items():
             if old in text:
@@ -87,7 +88,7 @@ def check_moved_class_paths(argv: list[str]) -> None:
 REGRESSOR = "regressor.training.regression.RegressorModule"
 ENCODER = "model.init_args.encoder: {class_path: regressor.models.encoder.FaceEncoder, init_args: {%s}}"
 FACE_MODEL = "the top-level face_model: {class_path: regressor.face_model.FaceModel, init_args: {%s}}"
-# init_args keys replaced by typed components (issue 14): old key -> (classes it applies to, where it went).
+# init_args keys replaced by typed components: old key -> (classes it applies to, where it went).
 OLD_INIT_ARGS = {
     "backbone": ((REGRESSOR,), ENCODER % "backbone: ..."),
     "n_shape": ((REGRESSOR,), FACE_MODEL % "n_shape: ..."),
@@ -211,6 +212,27 @@ class RegressorCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+
+
+class _ParseOnlyCLI(RegressorCLI):
+    """``RegressorCLI`` that parses and validates a config (class paths imported, arguments type-checked,
+    links applied) but builds nothing."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def parse_lightning_config(argv: list[str]):
+    """The parsed config of ``--config <yaml> [overrides]`` (no subcommand), validated as ``fit`` would
+    read it, without building the model, the data or the trainer; raises on an invalid config."""
+    check_moved_class_paths(argv)
+    check_old_config_keys(argv)
+    with warnings.catch_warnings():  # called from Python while sys.argv holds the caller's own arguments
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = _ParseOnlyCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                            subclass_mode_data=True, args=argv, run=False,
+                            parser_kwargs={"exit_on_error": False})
+    return cli.config
 
 
 def run_lightning_cli(argv: list[str], run: bool = True) -> LightningCLI:

@@ -20,7 +20,7 @@ from regressor.critic.negatives import (
     CandidateSet, NegativeGenerator, PerturbationConfig, candidate_meshes, mesh_for_rendering, negative_types,
     random_light_directions,
 )
-from regressor.critic.network import CriticCheckpointError, ShapeCritic
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.critic.objective import CriticObjective, auc, spearman
 from regressor.critic.ascent import AscentConfig, ascent_candidates
 from regressor.critic.probe import gradient_probe
@@ -57,7 +57,7 @@ class CriticModule(pl.LightningModule):
         val_gradient_faces: validation faces of the gradient-usefulness probe (score ascent alone
             from perturbed shape/expression; ``val/gradient_fraction`` = share whose error falls; 0 = off).
         error_target: ``camera_whole_head`` (mean vertex error in the true camera, the first critics) or
-            ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW; issue 17); stored in
+            ``aligned_face_region`` (Procrustes-aligned face-region error, as NoW); stored in
             the critic's checkpoint. Every candidate group's error is measured with it.
         gradient: ``GradientConfig`` keyword overrides: supervise the critic's input gradient at fit-like
             starts (``regressor.critic.gradient``); off unless ``faces_per_step > 0``.
@@ -115,11 +115,11 @@ class CriticModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ plumbing
     def tools(self):
-        from regressor.face_model import FaceModel
+        from regressor.face_model import build_face_model
 
         if self._tools is None:
             with torch.inference_mode(False):  # may first run in validation; buffers must allow autograd
-                face_model = self._face_model if self._face_model is not None else FaceModel.builtin()
+                face_model = self._face_model if self._face_model is not None else build_face_model()
                 renderer = self.critic.render_settings.renderer()
                 self._tools = (face_model, renderer, NegativeGenerator(face_model, self.perturbation))
         face_model = self._tools[0]

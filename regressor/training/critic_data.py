@@ -140,12 +140,12 @@ class CriticDataModule(pl.LightningDataModule):
         self.val_pool: SyntheticPool | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        from regressor.face_model import FaceModel
+        from regressor.face_model import build_face_model
 
         hp = self.hparams
         if self.train_pool is not None:
             return
-        face_model = self.face_model if self.face_model is not None else FaceModel.builtin()
+        face_model = self.face_model if self.face_model is not None else build_face_model()
         common = dict(image_size=hp.image_size, seed_offset=hp.seed_offset, synthetic=hp.synthetic,
                       cache_dir=hp.cache_dir)
         if stage in (None, "fit"):

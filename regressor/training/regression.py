@@ -130,11 +130,12 @@ class RegressorModule(pl.LightningModule):
         """Python shorthand: the flat pipeline description (``backbone``, sizes, kwargs dicts; what
         exported regressor files and older checkpoints hold) plus any training argument."""
         from regressor.components import build_component
+        from regressor.face_model import build_face_model
 
         flat = {k: v for k, v in dict(backbone=backbone, n_shape=n_shape, n_expression=n_expression,
                                       n_albedo=n_albedo).items() if v is not None}
         specs = pipeline_specs(image_size, encoder, face_model, renderer, **flat)
-        return cls(encoder=build_component(specs["encoder"]), face_model=build_component(specs["face_model"]),
+        return cls(encoder=build_component(specs["encoder"]), face_model=build_face_model(specs["face_model"]),
                    renderer=build_component(specs["renderer"]), image_size=image_size, **training)
 
     # ----------------------------------------------------------------------------- pieces

@@ -1,4 +1,4 @@
-"""Negative types of the critic (``regressor.critic.negatives.register_negative``), one file each.
+"""Negative types of the critic (``regressor.critic.negative_registry.register_negative``), one file each.
 
 ``builtin.py`` registers the nine shipped types first (their order is their ``type_index``); every
 other module of this package is imported after it, so a new type is one new file here.

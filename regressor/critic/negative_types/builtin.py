@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from regressor.critic.negatives import NegativeContext, register_negative
+from regressor.critic.negative_registry import NegativeContext, register_negative
 from regressor.types import FaceParams
 
 

@@ -7,7 +7,7 @@ package with one decorated class, found automatically::
     @register_data_source("celeba")
     class CelebASource(DataSource):
         stages = ("train", "val")
-        def build(self, data, stage):          # data: the FaceDataModule
+        def build(self, data, stage):          # data: SourceSettings (the FaceDataModule)
             return CelebA(data.hparams.source_args["celeba"]["root"], data.image_size, split=stage)
 
 The sample dict every dataset yields is the project's (``regressor.types.FaceBatch.from_dict``).
@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
 from torch.utils.data import Dataset
 
 from regressor.registry import Registry
 
-if TYPE_CHECKING:
-    from regressor.training.datamodule import FaceDataModule
-
 _REGISTRY: Registry[type["DataSource"]] = Registry("data source")
+
+
+class SourceSettings(Protocol):
+    """What a source reads from the data module that asks it (``FaceDataModule`` is one); the sources sit
+    below the data module and never import it."""
+
+    hparams: Any  # the data module's constructor arguments, by name
+    image_size: int
+    face_model: Any  # a ``FaceModelProtocol`` or None (the built-in stand-in)
+
+    def landmark_provider(self, folder: str, predicting: bool = False) -> Any: ...
 
 
 class DataSource:
@@ -40,10 +48,10 @@ class DataSource:
     name: str = ""
     stages: tuple[str, ...] = ("train", "val", "test")
 
-    def check(self, data: "FaceDataModule", stage: str) -> None:
+    def check(self, data: SourceSettings, stage: str) -> None:
         """Raise a ``ValueError`` naming the missing setting, before any file is read."""
 
-    def build(self, data: "FaceDataModule", stage: str) -> Optional[Dataset]:
+    def build(self, data: SourceSettings, stage: str) -> Optional[Dataset]:
         raise NotImplementedError
 
 
