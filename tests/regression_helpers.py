@@ -32,7 +32,7 @@ def lightning_configs() -> list[Path]:
 
 def fitting_configs() -> list[Path]:
     """Every yaml under configs/fitting/, and any other with fitting ``stages`` (``regressor optimize``
-    configs, not LightningCLI ones; e.g. the critic retraining's pinned configs/critic/operating_point_fits.yaml)."""
+    configs, not LightningCLI ones)."""
     found = set((CONFIG_ROOT / "fitting").rglob("*.yaml"))
     for path in CONFIG_ROOT.rglob("*.yaml"):
         content = yaml.safe_load(path.read_text()) or {}
@@ -61,6 +61,20 @@ def tiny_critic_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     critic = ShapeCritic(backbone="resnet10t", image_size=TINY_SIZE, backbone_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8})
     critic.save_checkpoint(path, {"note": "random tiny critic for tests"})
+    return path
+
+
+def tiny_fit_error_model(path: Path) -> Path:
+    """A fit-error model of the built-in face model's sizes (fits = half the truth + noise), estimated from 40 faces."""
+    from regressor.critic.fit_error import FitErrorModel
+    from regressor.face_model import build_face_model
+
+    generator = torch.Generator().manual_seed(0)
+    truth = build_face_model().zero_params(40)
+    truth.shape = torch.randn(truth.shape.shape, generator=generator)
+    fit = truth.clone()
+    fit.shape = 0.5 * truth.shape + 0.1 * torch.randn(truth.shape.shape, generator=generator)
+    FitErrorModel.estimate(truth, fit).save(path)
     return path
 
 
@@ -99,7 +113,11 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = str(critic)
         elif key == "init_checkpoint" and value:
             value = None  # a shipped 64 px critic cannot initialise the tiny one (tests/test_critic_ascent.py covers it)
-        elif parent_key in ("ascent", "operating_point", "topology") and key in (
+        elif key == "fit_error_model" and value:
+            value = str(tiny_fit_error_model(out_dir / "fit_error_model.pt"))
+        elif key in ("val_gate_faces", "val_batch_size") and isinstance(value, int):
+            value = min(value, 2)
+        elif parent_key in ("ascent", "gradient") and key in (
                 "faces_per_step", "max_steps", "ascent_steps", "negatives") and isinstance(value, int):
             value = min(value, 2)
         result[key] = value
