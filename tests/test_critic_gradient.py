@@ -56,7 +56,7 @@ def test_fit_error_model_file_round_trip_and_clear_errors(tmp_path):
     model.save(tmp_path / "model.pt")
     loaded = FitErrorModel.load(tmp_path / "model.pt")
     assert torch.equal(loaded.residual_cholesky, model.residual_cholesky) and loaded.num_fits == 50
-    with pytest.raises(FileNotFoundError, match="python -m regressor.critic.fit_error"):
+    with pytest.raises(FileNotFoundError, match="python -m regressor.critic.fit_error_estimate"):
         FitErrorModel.load(tmp_path / "missing.pt")
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a fit-error model"):

@@ -20,7 +20,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "regressor"
 
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("regressor", "regressor.types", "regressor.registry", "regressor.components")),
+    ("foundations", ("regressor", "regressor.types", "regressor.registry", "regressor.components", "regressor.assets")),
     ("inputs and measures", ("regressor.data", "regressor.detect", "regressor.evaluation")),
     ("face model", ("regressor.face_model",)),
     ("rendering", ("regressor.render",)),
@@ -32,7 +32,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("fitting config", ("regressor.fitting_config",)),
     ("fitting", ("regressor.fitting",)),
     ("above the fitter: training, fits for the critic, entry points",
-     ("regressor.critic.fits", "regressor.critic.operating_candidates", "regressor.training",
+     ("regressor.critic.fits", "regressor.critic.fit_error_estimate", "regressor.training",
       "regressor.fitting_cli", "regressor.predict_cli", "regressor.cli", "regressor.demo")),
 ]
 

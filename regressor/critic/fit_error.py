@@ -12,15 +12,12 @@ So each fitted coefficient is modelled as
 with one slope and offset per coefficient (least squares over the cached fits) and the residuals' full
 covariance (so correlated errors, e.g. shape against camera scale, are kept). ``FitErrorModel.estimate``
 builds it from (truth, fit) pairs, ``sample`` draws fit-like parameters for new truths, and
-``group_rms`` compares sampled and real errors per parameter group (``python -m regressor.critic.fit_error``
+``group_rms`` compares sampled and real errors per parameter group (``python -m regressor.critic.fit_error_estimate``
 estimates it from cached no-critic fits and checks it on held-out fits).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +98,7 @@ class FitErrorModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"fit-error model {path} does not exist; estimate it with "
-                                    f"`python -m regressor.critic.fit_error --out {path}`")
+                                    f"`python -m regressor.critic.fit_error_estimate --out {path}`")
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{path} is not a fit-error model (format {FORMAT!r} expected)")
@@ -138,62 +135,3 @@ def group_shrinkage(truth: FaceParams, fit: FaceParams) -> dict[str, float]:
         x, e = x - x.mean(0), e - e.mean(0)
         out[group] = float((x * e).sum() / (x.pow(2).sum().sqrt() * e.pow(2).sum().sqrt()).clamp(min=1e-12))
     return out
-
-
-# ---------------------------------------------------------------------- estimation from real fits
-def real_fits(face_model, split: str, num_faces: int, seed_offset: int = 0, image_size: int = 64,
-              chunk: int = 64, cache_dir: str | None = "outputs/critic_fit_cache", progress: bool = True):
-    """(truth FaceParams, no-critic fit FaceParams) of ``num_faces`` synthetic faces of ``split``, fitted in
-    cached chunks (``regressor.critic.fits.cached_fits``: noisy landmarks, the no-critic schedule at half length)."""
-    from regressor.critic.fits import cached_fits
-    from regressor.synthetic.config import SyntheticConfig
-    from regressor.synthetic.generator import SyntheticFaceGenerator
-    from regressor.synthetic.splits import split_seed_range
-
-    seeds = list(split_seed_range(split, num_faces, seed_offset))
-    generator = SyntheticFaceGenerator(face_model, image_size, SyntheticConfig())
-    truths, fits = [], []
-    for first in range(0, num_faces, chunk):
-        with torch.no_grad():
-            batch = generator.generate(seeds[first:first + chunk])
-        found = cached_fits(face_model, batch.image, batch.landmarks, batch.landmarks_valid, batch.seeds, cache_dir,
-                            steps_scale=0.5)
-        truths.append(batch.params.to("cpu"))
-        fits.append(found.final.to("cpu"))
-        if progress:
-            print(f"fits: {min(first + chunk, num_faces)}/{num_faces} faces of {split}", file=sys.stderr, flush=True)
-    return FaceParams.cat(truths), FaceParams.cat(fits)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from regressor.face_model import build_face_model
-
-    parser = argparse.ArgumentParser(description="Estimate the no-critic fitter's error model from cached fits "
-                                                 "and check it against held-out fits.")
-    parser.add_argument("--faces", type=int, default=384, help="fitted critic_train faces to estimate from")
-    parser.add_argument("--held-out", type=int, default=64, help="fitted faces (after those) to check it on")
-    parser.add_argument("--out", default="outputs/fit_error_model.pt")
-    parser.add_argument("--fit-cache", default="outputs/critic_fit_cache")
-    parser.add_argument("--json", default=None, help="write the check's figures here")
-    args = parser.parse_args(argv)
-    face_model = build_face_model()
-    truth, fit = real_fits(face_model, "critic_train", args.faces + args.held_out, cache_dir=args.fit_cache or None)
-    train, held_out = torch.arange(args.faces), torch.arange(args.faces, args.faces + args.held_out)
-    model = FitErrorModel.estimate(truth[train], fit[train])
-    model.save(args.out)
-    sampled = model.sample(truth[held_out], torch.Generator().manual_seed(0))
-    real, drawn = group_rms(truth[held_out], fit[held_out]), group_rms(truth[held_out], sampled)
-    report = {"faces": args.faces, "held_out": args.held_out, "out": args.out,
-              "rms_real": real, "rms_sampled": drawn,
-              "rms_ratio": {g: drawn[g] / max(real[g], 1e-12) for g in real},
-              "shrinkage_real": group_shrinkage(truth[held_out], fit[held_out]),
-              "shrinkage_sampled": group_shrinkage(truth[held_out], sampled)}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,7 +46,7 @@ class GradientConfig:
         start_scale: an operating start is ``truth + s * (model_fit - truth)``, s ~ U(start_scale).
         fitted_pose_probability: share of starts that take the modelled fit's pose and camera (else the truth's).
         truth_noise: std (coefficient units) of the ``truth_noise`` starts' shape and expression noise.
-        fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error``).
+        fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error_estimate``).
     """
 
     faces_per_step: int = 0
