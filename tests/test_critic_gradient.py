@@ -91,10 +91,10 @@ def test_metric_cosine_is_the_plain_cosine_in_parameter_space_and_weights_compon
     assert weights[0] > 10 * weights[face_model.n_shape - 1]  # the leading identity component moves the face most
 
 
-def _one_face(face_model, size=32):
+def _one_face(face_model, size=32, count=1):
     from regressor.synthetic.generator import SyntheticFaceGenerator
 
-    batch = SyntheticFaceGenerator(face_model, size).generate([40_000_000])
+    batch = SyntheticFaceGenerator(face_model, size).generate(list(range(40_000_000, 40_000_000 + count)))
     generator = torch.Generator().manual_seed(3)
     start = FaceParams(**{**vars(batch.params), "shape": batch.params.shape * 0.5,
                           "expression": batch.params.expression * 0.5
@@ -213,3 +213,50 @@ def test_the_learning_curve_pairs_each_validation_with_the_training_cosine_since
     assert [(r["step"], r["faces_seen"]) for r in rows] == [(4, 40), (9, 80)]
     assert rows[0]["train_cosine"] == pytest.approx(0.2) and rows[1]["train_cosine"] == pytest.approx(0.7)
     assert rows[1]["gradient_cosine"] == pytest.approx(0.07)
+
+
+def test_a_render_match_critic_scores_minus_its_correction_squared_and_its_gradient_is_the_correction():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu", head="render_match")
+    image, shaded = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32, requires_grad=True)
+    assert torch.equal(critic(image, shaded), torch.zeros(2))  # starts at "nothing to change"
+    torch.nn.init.normal_(critic.head.out.weight, std=0.1)
+    correction = critic.correction(image, shaded).detach()
+    score = critic(image, shaded)
+    assert torch.allclose(score, -correction.pow(2).flatten(1).mean(1))
+    (gradient,) = torch.autograd.grad(score.sum(), shaded)
+    r = critic.field_reduction
+    expected = F.interpolate(2 * correction / correction[0].numel(), scale_factor=r, mode="nearest") / r ** 2
+    assert torch.allclose(gradient, expected, atol=1e-9) and gradient.abs().max() > 0
+
+
+def test_render_target_training_makes_a_render_match_critic_point_to_the_truth(face_model):
+    from regressor.critic.gradient import render_target_losses
+
+    batch, start = _one_face(face_model, count=2)  # batch normalisation in training needs two
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu", head="render_match")
+    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
+    first = None
+    for _ in range(25):
+        losses = render_target_losses(critic, face_model, render, batch.image, batch.params, start)
+        first = float(losses["r2"]) if first is None else first
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+    assert float(losses["r2"]) > first + 0.3, (first, float(losses["r2"]))
+    _, gradient = score_gradient(critic.eval(), face_model, render, batch.image, start, create_graph=False)
+    assert float(metric_cosine(gradient, direction_to_truth(start, batch.params), torch.ones(150)).min()) > 0.1
+    with pytest.raises(ValueError, match="render_match"):
+        render_target_losses(ShapeCritic("resnet10t", 32, TINY), face_model, render, batch.image, batch.params, start)
+
+
+def test_the_head_is_part_of_the_architecture_and_old_files_have_a_score_head(tmp_path):
+    critic = ShapeCritic("resnet10t", 32, TINY, head="render_match")
+    critic.save_checkpoint(tmp_path / "field.pt")
+    assert ShapeCritic.from_checkpoint(tmp_path / "field.pt").architecture["head"] == "render_match"
+    with pytest.raises(ValueError, match="head"):
+        ShapeCritic("resnet10t", 32, TINY, head="dense")
