@@ -17,6 +17,8 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
 * ``gradient_cosine`` / ``gradient_cosine_other_image``: cosine of the critic's ascent direction at the fit
   with truth - fit, with the face's own image and with another face's (``--metric``; ``@parameter`` and
   ``@geometric`` give both metrics), and ``landmark_cosine``: the same for the landmark term's descent.
+* ``--oracle``: a row for the render oracle, the ceiling of any critic whose gradient matches grey renders
+  (``RenderOracle``: it is given the render of the true shape placed at the fit).
 * ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
@@ -31,7 +33,8 @@ import time
 
 import torch
 
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from benchmarks.output import write_json
 
@@ -40,7 +43,8 @@ from regressor.critic.gradient import CLIMBED_FIELDS, METRICS, direction_to_trut
 from regressor.critic.gradient_figures import climb_figures, gate_figures, params_error_mm  # noqa: F401 (re-export)
 from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
-from regressor.critic.target import face_region
+from regressor.critic.target import face_region, place_like
+from regressor.render import Renderer
 from regressor.render import project_weak_perspective
 from regressor.synthetic.splits import SPLIT_SEEDS
 from regressor.types import FaceParams, replace
@@ -102,6 +106,34 @@ def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: d
     return out
 
 
+class RenderOracle(nn.Module):
+    """The ceiling of any critic that reads only the grey render: minus the squared distance of the render
+    (average-pooled by ``reduction``) to the render of the true shape placed at the fit, which it is given.
+    It ignores the image (so its other-image figures equal its own). Its gradient is the Gauss-Newton step
+    towards the true render; the cosine it reaches is the most a render-based gradient can give."""
+
+    def __init__(self, target: Tensor, reduction: int = 4) -> None:
+        super().__init__()
+        self.target, self.reduction = target, reduction
+
+    def forward(self, image: Tensor, shaded: Tensor) -> Tensor:
+        return -(F.avg_pool2d(shaded, self.reduction) - self.target).pow(2).flatten(1).mean(1)
+
+
+def measure_oracle(face_model, data, steps: int, lr: float, metrics: dict[str, Tensor], reduction: int = 4) -> dict:
+    batch, region, fits = data
+    fit = fits.final
+    render = vertex_renderer(Renderer(image_size=batch.image.shape[-1]), face_model.faces)
+    with torch.no_grad():
+        placed = place_like(face_model(batch.params).vertices, face_model(fit).vertices, region)
+        target = F.avg_pool2d(render(placed, fit.camera).shaded, reduction)
+    oracle = RenderOracle(target, reduction)
+    out = {"checkpoint": f"oracle:render/{reduction}", "image_size": batch.image.shape[-1]}
+    out.update(gate_figures(oracle, face_model, render, batch.image, batch.params, batch.vertices, region, fit, metrics,
+                            steps, lr))
+    return out
+
+
 def gate(row: dict) -> dict:
     """The four conditions of the gradient gate, each with its figure, and whether all hold."""
     checks = {
@@ -128,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-cache", default=FIT_CACHE, help="where the no-critic fits are cached ('' = no cache)")
     parser.add_argument("--metric", default="geometric", choices=METRICS,
                         help="the direction metric of the headline cosines (the other is reported too)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="add the render oracle's row: the ceiling of a gradient that matches grey renders")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -150,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['truth_beats_other_truth']:.2f}; cosine {row['gradient_cosine']:.3f} (another face's image "
               f"{row['gradient_cosine_other_image']:.3f}, the landmark term {row['landmark_cosine']:.3f}); "
               f"gate {'passes' if row['gate']['passes'] else 'fails'}", flush=True)
+    if args.oracle:
+        size = next(iter(data_by_size), 64)
+        data = data_by_size.get(size) or load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
+                                              args.synthetic)
+        row = measure_oracle(face_model, data, args.steps, args.lr, metrics)
+        row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, metric=args.metric)
+        results.append(row)
+        print(f"render oracle: climb {row['climb.error_start_mm']:.3f} -> {row['climb.error_end_mm']:.3f} mm "
+              f"(improved {row['climb.improved_fraction']:.2f}); cosine {row['gradient_cosine']:.3f}", flush=True)
     write_json(args.json, results)
     return 0
 

@@ -52,8 +52,14 @@ def test_the_benchmark_writes_its_figures_for_a_tiny_critic(tmp_path, capsys):
     ShapeCritic("resnet10t", SIZE, {"channels": [8, 8, 16, 16], "stem_width": 8}).save_checkpoint(checkpoint, {})
     out = tmp_path / "climb.json"
     assert main(["--checkpoint", str(checkpoint), "--num-faces", "2", "--steps", "1", "--fit-cache", str(tmp_path / "fits"),
-                 "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())
+                 "--json", str(out), "--oracle"]) == 0
+    row, oracle = json.loads(out.read_text())
+    # the oracle is given the true render at the fit: its score ranks the true shape first, whatever the image
+    assert oracle["checkpoint"] == "oracle:render/4" and oracle["truth_beats_other_truth"] == 1.0
+    assert oracle["gradient_cosine"] == oracle["gradient_cosine_other_image"] > 0
+    assert set(row["gate"]) == {"climb_lowers_median_error", "improved_fraction_at_least_0.6", "cosine_at_least_0.15",
+                                "reads_the_image", "passes"}
+    assert row["gate"]["passes"] == all(v for k, v in row["gate"].items() if k != "passes")
     assert row["image_size"] == SIZE and row["split"] == "val" and row["num_faces"] == 2
     for key in ("truth_beats_other_truth", "climb.improved_fraction", "climb_true_pose.improved_fraction"):
         assert 0.0 <= row[key] <= 1.0, key
