@@ -11,7 +11,6 @@ the machine runs; the load average is recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.output import write_json
 from regressor.data import folder as folder_module
 from regressor.data.folder import FaceFolderDataset
 from regressor.data.image_io import load_image
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder_module.load_image_reduced = original
         results["folders"][label] = {"samples_per_s": round(reduced, 1), "samples_per_s_full_decode": round(full, 1)}
         print(f"{label:>8}: {reduced:7.1f} samples/s (full decode: {full:6.1f}) at {args.size} px, 1 process")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.json, results, indent=1)
     return 0
 
 

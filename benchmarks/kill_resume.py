@@ -19,7 +19,6 @@ land often inside a checkpoint write.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,8 @@ from typing import Any, Optional
 
 import torch
 import yaml
+
+from benchmarks.output import write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,9 +204,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"resumed run:       global_step {resumed['global_step']}, AdamW steps {resumed['optimizer_steps']}, "
           f"skipped {resumed['skipped_steps']}")
     print(f"max |weight difference| resumed vs uninterrupted: {figures['max_abs_weight_difference']:.3g}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2))
+    write_json(args.json, figures)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import platform
 import sys
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from benchmarks.output import write_json
 from benchmarks.psl_common import (BUDGETS, CACHE_DIR, Budget, FaceSet, compare, face_set, score_meshes, summarise,
                                     training_pool)
 from benchmarks.psl_report import markdown, plot_cumulative
@@ -425,8 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = time.perf_counter() - started
     table = markdown(results)
     results["markdown"] = table
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(json_path, results)
     Path(args.markdown or json_path.with_suffix(".md")).write_text(table)
     if curves:
         plot_cumulative(curves, args.plot or json_path.with_suffix(".png"),

@@ -16,7 +16,6 @@ OpenMP oversubscription there; both backends always run under the same setting.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import write_json
 from regressor.face_model import FaceModel, build_face_model
 from regressor.render import Renderer, project_weak_perspective, rasterize
 
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     results = run(args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
         print(f"wrote {args.json}")
     return results
 

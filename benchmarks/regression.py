@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.output import write_json
 from benchmarks.psl_common import FaceSet, benchmark_config, face_set, score_meshes, summarise
 from regressor.evaluation.metrics import vertex_errors_mm
 from regressor.inference import SHIPPED_REGRESSOR, Reconstructor
@@ -143,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         save_grid(reconstructor, face_set(reconstructor.pipeline.face_model, "benchmark", 4, reconstructor.image_size),
                   args.grid)
     out = run(args.faces, args.checkpoint, args.refine_steps, not args.no_fitting, args.fitting_faces)
-    text = json.dumps(out, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    write_json(args.json, out, indent=1)
     print(json.dumps({k: v for k, v in out.items() if k not in ("mean_face", "shipped", "shifted", "fitting")}))
     print(f"took {out['seconds']:.0f} s")
     return 0

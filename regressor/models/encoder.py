@@ -18,6 +18,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from regressor.models.precision import Bf16Setting, check_setting, use_bf16
 from regressor.types import DEFAULT_CAMERA_SCALE, NUM_SH_COEFFS, FaceParams
 
 
@@ -66,8 +67,12 @@ class FaceEncoder(nn.Module):
             ``neck_grid`` x ``neck_grid`` grid and flattened, so the heads see *where* things are.
             Why: at 64-128 px the last map is only 2x2-4x4 cells, and averaging it throws away
             the layout that pose, jaw opening and face proportions are read from.
-        bf16: run the backbone and neck under bfloat16 autocast (channels-last); the heads, the
-            face model and the renderer stay fp32. On CPUs with AVX512-BF16 this is what makes
+        bf16: run the backbone and neck under bfloat16 autocast (channels-last) where the hardware
+            does bf16 natively; the heads, the face model and the renderer stay fp32. ``True`` (or
+            ``"auto"``): decided at run time for the input's device (``regressor.models.precision``:
+            CPUs with AVX512-BF16/AMX, bf16-capable GPUs), fp32 elsewhere, the choice logged once;
+            ``False``: always fp32; ``"always"``: bf16 even where emulated (for measurements only:
+            on an AVX2-only CPU that is ~15x slower than fp32). Where supported this is what makes
             128 px training affordable on 2 cores.
     """
 
@@ -84,7 +89,7 @@ class FaceEncoder(nn.Module):
         neck: str = "pool",
         neck_channels: int = 64,
         neck_grid: int = 4,
-        bf16: bool = False,
+        bf16: Bf16Setting = False,
     ) -> None:
         super().__init__()
         self.init_args = dict(backbone=backbone, n_shape=n_shape, n_expression=n_expression, n_albedo=n_albedo,
@@ -95,7 +100,7 @@ class FaceEncoder(nn.Module):
             raise ValueError(f"FaceEncoder: neck must be 'pool' or 'spatial', got {neck!r}")
         self.backbone_name = backbone
         self.neck_kind = neck
-        self.bf16 = bool(bf16)
+        self.bf16 = check_setting(bf16)
         self.n_shape, self.n_expression, self.n_albedo = n_shape, n_expression, n_albedo
         if neck == "pool":
             self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
@@ -176,14 +181,15 @@ class FaceEncoder(nn.Module):
             raise ValueError(f"FaceEncoder expects images (B, 3, H, W), got {tuple(image.shape)}")
         if self.normalize:
             image = (image - self.pixel_mean.to(image.dtype)) / self.pixel_std.to(image.dtype)
-        if self.bf16:
+        bf16 = use_bf16(self.bf16, image.device)
+        if bf16:
             with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16):
                 features = self.backbone(image.contiguous(memory_format=torch.channels_last))
         else:
             features = self.backbone(image)
         if isinstance(features, (list, tuple)):  # features_only backbones return one map per level
             features = features[-1]
-        with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(device_type=image.device.type, dtype=torch.bfloat16, enabled=bf16):
             features = self.neck(features)
         # Heads run in fp32 even under bf16 autocast: they are tiny, and the camera scale is exp() of one.
         with torch.autocast(device_type=features.device.type, enabled=False):

@@ -185,6 +185,21 @@ class RegressorModule(pl.LightningModule):
                         for parameter in encoder.heads[name].parameters():
                             optimizer.state.pop(parameter, None)
 
+    def on_fit_start(self) -> None:
+        """Say once which precision the encoder computes in here (bf16 only where the hardware has it)."""
+        from pytorch_lightning.utilities import rank_zero_info
+
+        from regressor.models.precision import describe, precision_report
+
+        setting = getattr(self.pipeline.encoder, "bf16", False)
+        report = precision_report(setting, self.device)
+        rank_zero_info(f"encoder precision: {report['precision']} (bf16={setting!r}; {describe(self.device)})")
+        if self.logger is not None:
+            capability = report["cpu_capability"]
+            self.logger.log_hyperparams({"encoder_precision": report["precision"],
+                                         "cpu_capability": capability["torch_cpu_capability"],
+                                         "cpu_native_bf16": ",".join(capability["native_bf16_flags"]) or "none"})
+
     def on_train_end(self) -> None:
         self.pipeline.encoder.mute_heads(frozenset())
 
