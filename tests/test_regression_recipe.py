@@ -42,27 +42,51 @@ def _held_out_error(module: RegressorModule, batch: FaceBatch) -> tuple[float, f
     return float(predicted.mean()), float(baseline.mean())
 
 
-def _tiny_run(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0,
-              seed: int = 0) -> tuple[float, float]:
-    """Train a tiny regressor on 32 synthetic faces; (its held-out aligned error, the mean face's), mm.
-    The warm-up is the module's own (``apply_geometry_warmup``, which Lightning calls per batch)."""
+#: configs/regressor/self_supervised.yaml, tiny (what the test below and ``benchmarks.recipe_seeds`` run):
+#: its loss stack, its one-cycle schedule and weight decay, a 1/3 geometry warm-up.
+SELF_SUPERVISED = dict(losses=[{"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},
+                               {"name": "regularizers", "weight": 1.0, "neck": 1.0, "eyes": 1.0, "jaw_l2": 0.1}],
+                       lr=2e-3, steps=60, geometry_warmup_steps=20, scheduler="onecycle", weight_decay=1e-4)
+
+
+def train_tiny(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0, seed: int = 0,
+               record=None, train_faces: int = 32, batch_size: int = 8, **module_args) -> tuple[RegressorModule, FaceBatch]:
+    """Train a tiny regressor on 32 synthetic faces; (the module, 8 held-out faces).
+    The optimiser, its LR schedule and the warm-up are the module's own (``build_optimization``,
+    ``apply_geometry_warmup``: what Lightning calls); ``module_args`` go to ``RegressorModule``.
+    ``record(step, module, losses, result)``, when given, sees every step (``benchmarks.recipe_seeds``)."""
     torch.manual_seed(seed)
     module = RegressorModule.from_flat(backbone="mobilenetv3_small_050", n_shape=20, n_expression=10, n_albedo=5, image_size=32,
-                             losses=losses, lr=lr, geometry_warmup_steps=geometry_warmup_steps)
+                             losses=losses, lr=lr, geometry_warmup_steps=geometry_warmup_steps, **module_args)
     config, face_model = SyntheticConfig.model_only(), module.pipeline.face_model
-    train = SyntheticFaceDataset(32, image_size=32, split="train", config=config, face_model=face_model)
-    val = SyntheticFaceDataset(8, image_size=32, split="val", config=config, face_model=face_model)
-    optimizer = torch.optim.AdamW(module.pipeline.parameters(), lr=lr)
+    train = SyntheticFaceDataset(train_faces, image_size=32, split="train", config=config, face_model=face_model)
+    optimizer, scheduler = module.build_optimization(steps)
     module.train()
-    for step, batch in zip(range(steps), _cycle(DataLoader(train, batch_size=8, shuffle=True))):
+    for step, batch in zip(range(steps), _cycle(DataLoader(train, batch_size=batch_size, shuffle=True))):
         module.apply_geometry_warmup(step, [optimizer])
         face_batch = FaceBatch.from_dict(batch)
         result = module.reconstruct(face_batch.image)
-        loss = module._losses(face_batch, result)["total"]
+        terms = module._losses(face_batch, result)
+        if record is not None:
+            record(step, module, terms, result)
         optimizer.zero_grad()
-        loss.backward()
+        terms["total"].backward()
         optimizer.step()
-    return _held_out_error(module, FaceBatch.from_dict(next(iter(DataLoader(val, batch_size=8)))))
+        if scheduler is not None:
+            scheduler.step()
+    return module, held_out_batch(face_model)
+
+
+def held_out_batch(face_model) -> FaceBatch:
+    """The 8 held-out (``val``) faces a tiny run is scored on."""
+    val = SyntheticFaceDataset(8, image_size=32, split="val", config=SyntheticConfig.model_only(), face_model=face_model)
+    return FaceBatch.from_dict(next(iter(DataLoader(val, batch_size=8))))
+
+
+def _tiny_run(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0,
+              seed: int = 0, **module_args) -> tuple[float, float]:
+    """A tiny run's held-out aligned error and the mean face's, mm."""
+    return _held_out_error(*train_tiny(losses, lr, steps, geometry_warmup_steps, seed, **module_args))
 
 
 @pytest.mark.slow
@@ -82,9 +106,7 @@ def test_tiny_self_supervised_runs_end_better_than_the_mean_face():
     figure is the median over the seeds, and no seed may end far from the mean face. Measured: median
     3.01 mm (2 threads) / 3.23 mm (1 thread) against 3.41 mm; with the priors 1e4x too weak (the old
     quickstart) such runs end at ~52 mm (docs/results/regression_recipe.md)."""
-    losses = [{"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},
-              {"name": "regularizers", "weight": 1.0, "neck": 1.0, "eyes": 1.0}]
-    runs = [_tiny_run(losses, lr=2e-3, steps=60, geometry_warmup_steps=20, seed=seed) for seed in range(3)]
+    runs = [_tiny_run(**SELF_SUPERVISED, seed=seed) for seed in range(3)]
     predicted = sorted(p for p, _ in runs)
     mean_face = runs[0][1]
     assert predicted[1] < mean_face, f"median {predicted[1]:.2f} mm is worse than the mean face ({mean_face:.2f} mm)"

@@ -46,6 +46,16 @@ class RegularizerLoss(LossTerm):
             a self-supervised regressor lets them drift, and through the skinning of the lower
             face and the eyeballs that drift shows up as face-shape error
             (``configs/regressor/self_supervised.yaml`` turns them on).
+        jaw_l2: weight of an L2 prior (radians squared) pulling the whole jaw rotation towards
+            closed, inside the limits the ``jaw`` hinge leaves free. Off by default. Why: from photos
+            alone a jaw opening and a head pitch move the chin and mouth landmarks alike, so while the
+            head pose is still wrong the landmark term opens the jaw to absorb the error (0.3-0.5 rad
+            on single faces, several mm of shape error each; docs/results/regression_recipe.md). 0.1,
+            in ``self_supervised.yaml``, breaks that tie towards the pose; with the pose right it
+            leaves true openings almost as they are (``python -m benchmarks.recipe_seeds --jaw-bias``:
+            of 18 open mouths of 0.16-0.37 rad, 16 are read within 0.015 rad and the two widest,
+            0.36 and 0.37, as 0.30 and 0.27), where 0.3 would read them all as 0.10-0.16 rad and 1.0
+            as 0.03-0.05.
         max_jaw_opening: radians of mouth opening allowed before the jaw prior grows.
         jaw_sideways_tolerance: radians of jaw yaw/roll allowed for free.
     """
@@ -62,10 +72,11 @@ class RegularizerLoss(LossTerm):
         jaw_sideways_tolerance: float = 0.05,
         neck: float = 0.0,
         eyes: float = 0.0,
+        jaw_l2: float = 0.0,
     ) -> None:
         super().__init__()
         self.prior_weights = {"shape": shape, "expression": expression, "albedo": albedo, "jaw": jaw,
-                              "neck": neck, "eyes": eyes}
+                              "neck": neck, "eyes": eyes, "jaw_l2": jaw_l2}
         self.max_jaw_opening = max_jaw_opening
         self.jaw_sideways_tolerance = jaw_sideways_tolerance
 
@@ -79,6 +90,7 @@ class RegularizerLoss(LossTerm):
             "jaw": jaw_prior(params.jaw_pose, self.max_jaw_opening, self.jaw_sideways_tolerance).mean(),
             "neck": params.neck_pose.square().sum(dim=-1).mean(),
             "eyes": params.eye_pose.square().sum(dim=-1).mean(),
+            "jaw_l2": params.jaw_pose.square().sum(dim=-1).mean(),
         }
 
     def forward(self, inputs: LossInputs) -> Tensor:

@@ -316,17 +316,25 @@ class RegressorModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- optimisation
     def configure_optimizers(self):
+        optimizer, scheduler = self.build_optimization(max(1, int(self.trainer.estimated_stepping_batches)))
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_optimization(self, total_steps: int) -> tuple[torch.optim.Optimizer, Optional[torch.optim.lr_scheduler.LRScheduler]]:
+        """The AdamW optimiser and the per-step LR schedule (None for ``scheduler: none``) of a
+        ``total_steps`` run: what ``configure_optimizers`` gives the Trainer, for hand-written loops too."""
         trained = [p for p in self.pipeline.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.scheduler == "none":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+            return optimizer, None
         if self.hparams.scheduler == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total + 1,
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps + 1,
                                                             pct_start=0.05)
         else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.hparams.lr * 0.01)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps,
+                                                                   eta_min=self.hparams.lr * 0.01)
+        return optimizer, scheduler
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skipped_steps"] = self.skipped_steps
