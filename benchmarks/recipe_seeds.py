@@ -96,14 +96,14 @@ def jaw_prior_bias(weights: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0), faces: int
     wrong pose from opening the jaw must not close the mouths the landmarks do show."""
     from torch.utils.data import DataLoader
 
-    from regressor.face_model import FaceModel
+    from regressor.face_model import build_face_model
     from regressor.pipeline import project_params
     from regressor.render import Renderer
     from regressor.synthetic.config import SyntheticConfig
     from regressor.synthetic.generator import SyntheticFaceDataset
     from regressor.types import FaceBatch
 
-    model, renderer = FaceModel.builtin(), Renderer(image_size=size)
+    model, renderer = build_face_model(), Renderer(image_size=size)
     data = SyntheticFaceDataset(faces, image_size=size, split="val", config=SyntheticConfig.model_only(), face_model=model)
     batch = FaceBatch.from_dict(next(iter(DataLoader(data, batch_size=faces))))
     opened = torch.nonzero(batch.params.jaw_pose[:, 0] > 0.15).flatten()
