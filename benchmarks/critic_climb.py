@@ -18,7 +18,8 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
   with truth - fit, with the face's own image and with another face's (``--metric``; ``@parameter`` and
   ``@geometric`` give both metrics), and ``landmark_cosine``: the same for the landmark term's descent.
 * ``--oracle``: a row for the render oracle, the ceiling of any critic whose gradient matches grey renders
-  (``RenderOracle``: it is given the render of the true shape placed at the fit).
+  (``RenderOracle``: it is given the render of the true shape placed at the fit); ``--oracle-sizes`` and
+  ``--oracle-reductions`` measure that ceiling at other render sizes and poolings.
 * ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the direction metric of the headline cosines (the other is reported too)")
     parser.add_argument("--oracle", action="store_true",
                         help="add the render oracle's row: the ceiling of a gradient that matches grey renders")
+    parser.add_argument("--oracle-sizes", type=int, nargs="+", default=None,
+                        help="render sizes of the oracle rows (default: the first critic's)")
+    parser.add_argument("--oracle-reductions", type=int, nargs="+", default=[4],
+                        help="average-pooling factors of the oracle's render distance (1 = every pixel)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -185,14 +190,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['gradient_cosine_other_image']:.3f}, the landmark term {row['landmark_cosine']:.3f}); "
               f"gate {'passes' if row['gate']['passes'] else 'fails'}", flush=True)
     if args.oracle:
-        size = next(iter(data_by_size), 64)
-        data = data_by_size.get(size) or load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
-                                              args.synthetic)
-        row = measure_oracle(face_model, data, args.steps, args.lr, metrics)
-        row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, metric=args.metric)
-        results.append(row)
-        print(f"render oracle: climb {row['climb.error_start_mm']:.3f} -> {row['climb.error_end_mm']:.3f} mm "
-              f"(improved {row['climb.improved_fraction']:.2f}); cosine {row['gradient_cosine']:.3f}", flush=True)
+        for size in args.oracle_sizes or [next(iter(data_by_size), 64)]:
+            if size not in data_by_size:
+                data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
+                                          args.synthetic)
+            for reduction in args.oracle_reductions:
+                row = measure_oracle(face_model, data_by_size[size], args.steps, args.lr, metrics, reduction)
+                row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, metric=args.metric)
+                results.append(row)
+                print(f"render oracle [{size} px, pooled {reduction}x]: climb {row['climb.error_start_mm']:.3f} -> "
+                      f"{row['climb.error_end_mm']:.3f} mm (improved {row['climb.improved_fraction']:.2f}); "
+                      f"cosine {row['gradient_cosine']:.3f}", flush=True)
     write_json(args.json, results)
     return 0
 
