@@ -47,12 +47,14 @@ def test_config_fits_two_steps_with_tiny_sizes(config, tmp_path):
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
 
 
-@pytest.mark.parametrize("config", EXPERIMENT_CONFIGS, ids=lambda p: f"experiments/{p.stem}")
-def test_experiment_config_parses(config):
+def test_every_experiment_config_parses():
+    """Experiment configs (none ship today: configs/experiments/README.md names the commit where they run)
+    are only parsed, as ``fit`` reads them; a loop rather than a parameter list, so that none is no skip."""
     from regressor.training.cli import parse_lightning_config
 
-    parsed = parse_lightning_config(["--config", str(config)])
-    assert parsed.model.class_path.startswith("regressor.") and parsed.data.class_path.startswith("regressor.")
+    for config in EXPERIMENT_CONFIGS:
+        parsed = parse_lightning_config(["--config", str(config)])
+        assert parsed.model.class_path.startswith("regressor.") and parsed.data.class_path.startswith("regressor."), config
 
 
 def test_quickstart_trains_on_the_train_split_and_validates_on_held_out_seeds():
