@@ -19,7 +19,8 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
   ``@geometric`` give both metrics), and ``landmark_cosine``: the same for the landmark term's descent.
 * ``--oracle``: a row for the render oracle, the ceiling of any critic whose gradient matches grey renders
   (``RenderOracle``: it is given the render of the true shape placed at the fit); ``--oracle-sizes`` and
-  ``--oracle-reductions`` measure that ceiling at other render sizes and poolings.
+  ``--oracle-reductions`` measure that ceiling at other render sizes and poolings; ``--oracle-targets image``
+  gives the oracle the photo's own shading (the true pose) instead: the ceiling of a critic that reads the image.
 * ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
@@ -121,15 +122,28 @@ class RenderOracle(nn.Module):
         return -(F.avg_pool2d(shaded, self.reduction) - self.target).pow(2).flatten(1).mean(1)
 
 
-def measure_oracle(face_model, data, steps: int, lr: float, metrics: dict[str, Tensor], reduction: int = 4) -> dict:
+ORACLE_TARGETS = ("placed", "image")
+
+
+def measure_oracle(face_model, data, steps: int, lr: float, metrics: dict[str, Tensor], reduction: int = 4,
+                   target_kind: str = "placed") -> dict:
+    """The render oracle's gate figures. ``target_kind``: ``placed`` = the true shape placed at the fit and seen
+    by the fit's camera (knows the truth, not the fit's pose error); ``image`` = the true shape in the true pose
+    and camera, i.e. the grey shading of the photo itself: what a critic that read the image perfectly could match."""
     batch, region, fits = data
     fit = fits.final
     render = vertex_renderer(Renderer(image_size=batch.image.shape[-1]), face_model.faces)
     with torch.no_grad():
-        placed = place_like(face_model(batch.params).vertices, face_model(fit).vertices, region)
-        target = F.avg_pool2d(render(placed, fit.camera).shaded, reduction)
+        if target_kind == "placed":
+            vertices, camera = place_like(face_model(batch.params).vertices, face_model(fit).vertices, region), fit.camera
+        elif target_kind == "image":
+            vertices, camera = face_model(batch.params).vertices, batch.params.camera
+        else:
+            raise ValueError(f"oracle target {target_kind!r}: expected one of {ORACLE_TARGETS}")
+        target = F.avg_pool2d(render(vertices, camera).shaded, reduction)
     oracle = RenderOracle(target, reduction)
-    out = {"checkpoint": f"oracle:render/{reduction}", "image_size": batch.image.shape[-1]}
+    name = f"oracle:render/{reduction}" + ("" if target_kind == "placed" else f":{target_kind}")
+    out = {"checkpoint": name, "image_size": batch.image.shape[-1], "oracle_target": target_kind}
     out.update(gate_figures(oracle, face_model, render, batch.image, batch.params, batch.vertices, region, fit, metrics,
                             steps, lr))
     return out
@@ -167,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="render sizes of the oracle rows (default: the first critic's)")
     parser.add_argument("--oracle-reductions", type=int, nargs="+", default=[4],
                         help="average-pooling factors of the oracle's render distance (1 = every pixel)")
+    parser.add_argument("--oracle-targets", nargs="+", default=["placed"], choices=ORACLE_TARGETS,
+                        help="placed: the true shape at the fit's pose; image: the photo's own shading (true pose)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -194,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             if size not in data_by_size:
                 data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
                                           args.synthetic)
-            for reduction in args.oracle_reductions:
-                row = measure_oracle(face_model, data_by_size[size], args.steps, args.lr, metrics, reduction)
+            for target_kind, reduction in [(t, r) for t in args.oracle_targets for r in args.oracle_reductions]:
+                row = measure_oracle(face_model, data_by_size[size], args.steps, args.lr, metrics, reduction, target_kind)
                 row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, metric=args.metric)
                 results.append(row)
-                print(f"render oracle [{size} px, pooled {reduction}x]: climb {row['climb.error_start_mm']:.3f} -> "
+                print(f"render oracle [{target_kind}, {size} px, pooled {reduction}x]: climb {row['climb.error_start_mm']:.3f} -> "
                       f"{row['climb.error_end_mm']:.3f} mm (improved {row['climb.improved_fraction']:.2f}); "
                       f"cosine {row['gradient_cosine']:.3f}", flush=True)
     write_json(args.json, results)

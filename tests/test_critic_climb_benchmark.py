@@ -52,9 +52,10 @@ def test_the_benchmark_writes_its_figures_for_a_tiny_critic(tmp_path, capsys):
     ShapeCritic("resnet10t", SIZE, {"channels": [8, 8, 16, 16], "stem_width": 8}).save_checkpoint(checkpoint, {})
     out = tmp_path / "climb.json"
     assert main(["--checkpoint", str(checkpoint), "--num-faces", "2", "--steps", "1", "--fit-cache", str(tmp_path / "fits"),
-                 "--json", str(out), "--oracle", "--oracle-reductions", "4", "1"]) == 0
-    row, oracle, every_pixel = json.loads(out.read_text())
+                 "--json", str(out), "--oracle", "--oracle-reductions", "4", "1", "--oracle-targets", "placed", "image"]) == 0
+    row, oracle, every_pixel, image_oracle, _ = json.loads(out.read_text())
     assert every_pixel["checkpoint"] == "oracle:render/1" and every_pixel["image_size"] == SIZE
+    assert image_oracle["checkpoint"] == "oracle:render/4:image" and image_oracle["truth_beats_other_truth"] == 1.0
     # the oracle is given the true render at the fit: its score ranks the true shape first, whatever the image
     assert oracle["checkpoint"] == "oracle:render/4" and oracle["truth_beats_other_truth"] == 1.0
     assert oracle["gradient_cosine"] == oracle["gradient_cosine_other_image"] > 0
