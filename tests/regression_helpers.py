@@ -105,7 +105,7 @@ def _shrink(node: Any, parent_key: str, out_dir: Path, critic: Path) -> Any:
             value = 0
         elif key in ("every_n_steps", "every_n_train_steps", "log_images_every_n_steps", "log_every_n_steps") and isinstance(value, int):
             value = 1
-        elif key in ("save_dir", "dirpath", "default_root_dir", "output_dir", "fit_cache"):
+        elif key in ("save_dir", "dirpath", "default_root_dir", "output_dir", "fit_cache", "validation_fits") and value:
             value = str(out_dir / key)
         elif key == "checkpoint" and node.get("name") == "perceptual_shape":
             value = str(critic)

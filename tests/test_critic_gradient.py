@@ -261,3 +261,25 @@ def test_the_head_is_part_of_the_architecture_and_old_files_have_a_score_head(tm
     assert ShapeCritic.from_checkpoint(tmp_path / "field.pt").architecture["head"] == "render_match"
     with pytest.raises(ValueError, match="head"):
         ShapeCritic("resnet10t", 32, TINY, head="dense")
+
+
+def test_validation_can_start_from_the_fitters_own_fits_made_once_and_cached(tmp_path, face_model):
+    from torch.utils.data import default_collate
+
+    from regressor.critic.gradient_figures import params_error_mm
+    from regressor.critic.target import face_region
+    from regressor.training.critic_data import SyntheticPool
+    from regressor.training.critic_groups import GradientGroup, truth_landmarks
+
+    pool = SyntheticPool(face_model, 2, 64, "critic_val", synthetic="model_only")
+    batch = default_collate([pool[0], pool[1]])
+    truth = FaceParams.from_dict(batch["params"])
+    group = GradientGroup(GradientConfig(validation_fits=str(tmp_path / "fits")))
+    starts = group.validation_starts(face_model, truth, batch)
+    assert len(list((tmp_path / "fits").glob("fits_*.pt"))) == 1
+    assert torch.equal(group.validation_starts(face_model, truth, batch).shape, starts.shape)  # read back, not refitted
+    _, _, now = truth_landmarks(face_model, truth, batch["vertices"], 64)
+    region = face_region(batch["vertices"], now)
+    fitted = params_error_mm(face_model, starts, batch["vertices"], region)
+    mean_face = params_error_mm(face_model, face_model.zero_params(2), batch["vertices"], region)
+    assert (fitted < mean_face).all() and (fitted > 0).all()  # a real fit: better than the mean face, not the truth

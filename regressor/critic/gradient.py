@@ -19,6 +19,7 @@ points on the segment from such a start to the truth, and the truth plus noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,10 @@ class GradientConfig:
             (a ``render_match`` critic's correction field regresses the pooled render of the true shape,
             placed at the start by the face-region similarity, minus the start's render: dense, first order;
             ``regressor.models.critic_heads``).
+        validation_fits: a cache folder: the validation figures then start from the no-critic fitter's own fits
+            of the validation faces (what ``benchmarks.critic_climb`` gates on; made once, about 2 s a face,
+            then read from the folder). ``None``: from one fixed draw of the modelled fit (free, but a critic
+            can score better there than at real fits).
     """
 
     faces_per_step: int = 0
@@ -66,6 +71,7 @@ class GradientConfig:
     truth_noise: float = 0.3
     fit_error_model: str = "outputs/fit_error_model.pt"
     objective: str = "cosine"
+    validation_fits: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

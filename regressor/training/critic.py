@@ -307,7 +307,7 @@ class CriticModule(pl.LightningModule):
         face_model, renderer, _ = self.tools()
         with torch.inference_mode(False):  # validation runs in inference mode; the figures need autograd
             plain = {k: (v[:n].clone() if isinstance(v, Tensor) else {kk: vv[:n].clone() for kk, vv in v.items()})
-                     for k, v in batch.items() if k in ("image", "params", "vertices")}
+                     for k, v in batch.items() if k in ("image", "params", "vertices", "index")}
             figures = self.gradient.validation_figures(self.critic, face_model, renderer, plain)
         self.log_dict({f"val/{k}": v for k, v in figures.items()}, batch_size=n)
 

@@ -68,8 +68,16 @@ class GradientGroup:
         return gradient_losses(critic, face_model, vertex_renderer(renderer, face_model.faces), batch["image"][:n],
                                truth, start, self.config, self.weights(face_model).to(truth.shape))
 
-    def validation_starts(self, truth: FaceParams) -> FaceParams:
-        """Fixed fit-like starts (the modelled fit itself, at its pose): the same every validation."""
+    def validation_starts(self, face_model, truth: FaceParams, batch: dict) -> FaceParams:
+        """Fixed fit-like starts, the same every validation: the no-critic fitter's fits of these faces
+        (``validation_fits``: noisy true landmarks, as the gate's fits) or one fixed draw of the modelled fit."""
+        if self.config.validation_fits:
+            from regressor.critic.fits import cached_fits
+
+            image = batch["image"]
+            points, _, _ = truth_landmarks(face_model, truth, batch["vertices"], image.shape[-1])
+            valid = torch.ones(points.shape[:2], device=points.device)
+            return cached_fits(face_model, image, points, valid, batch["index"], self.config.validation_fits).final
         generator = torch.Generator().manual_seed(VALIDATION_START_SEED)
         return self.fit_errors().sample(truth, generator)
 
@@ -78,5 +86,5 @@ class GradientGroup:
         vertices = batch["vertices"]
         _, _, now = truth_landmarks(face_model, truth, vertices, batch["image"].shape[-1])
         return gate_figures(critic, face_model, vertex_renderer(renderer, face_model.faces), batch["image"], truth,
-                            vertices, face_region(vertices, now), self.validation_starts(truth),
+                            vertices, face_region(vertices, now), self.validation_starts(face_model, truth, batch),
                             {self.config.metric: self.weights(face_model).to(vertices)})
