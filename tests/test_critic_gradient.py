@@ -183,6 +183,7 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
                     "--model.init_args.init_checkpoint", str(tmp_path / "base.pt"),
                     "--model.init_args.gradient.faces_per_step", "2",
                     "--model.init_args.gradient.fit_error_model", str(tmp_path / "fit_error.pt"),
+                    "--model.init_args.gradient.validation_fits", str(tmp_path / "val_fits"),
                     "--model.init_args.val_gate_faces", "2", "--trainer.callbacks", "[]",
                     "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
                     "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path)])
@@ -196,6 +197,7 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
             "val/climb.error_end_mm", "val/climb.improved_fraction"} <= tags
     cosine = events.Scalars("val/gradient_cosine")[-1].value
     assert -1.0 <= cosine <= 1.0 and cosine != 0.0
+    assert len(list((tmp_path / "val_fits").glob("fits_*.pt"))) == 1  # the val starts are the fitter's, made once
 
 
 def test_the_learning_curve_pairs_each_validation_with_the_training_cosine_since_the_last_one(tmp_path):
