@@ -8,7 +8,7 @@ from regressor.critic.fit_error import FitErrorModel, group_shrinkage
 from regressor.critic.gradient import (
     GradientConfig, direction_to_truth, gradient_losses, metric_cosine, metric_weights, sample_starts, score_gradient,
 )
-from regressor.models.critic import ShapeCritic
+from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.render import Renderer
 from regressor.types import FaceParams
@@ -217,52 +217,21 @@ def test_the_learning_curve_pairs_each_validation_with_the_training_cosine_since
     assert rows[1]["gradient_cosine"] == pytest.approx(0.07)
 
 
-def test_a_render_match_critic_scores_minus_its_correction_squared_and_its_gradient_is_the_correction():
-    import torch.nn.functional as F
+def test_files_that_name_the_score_head_load_and_other_heads_are_refused_by_name(tmp_path):
+    import copy
 
-    torch.manual_seed(0)
-    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu", head="render_match")
-    image, shaded = torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32, requires_grad=True)
-    assert torch.equal(critic(image, shaded), torch.zeros(2))  # starts at "nothing to change"
-    torch.nn.init.normal_(critic.head.out.weight, std=0.1)
-    correction = critic.correction(image, shaded).detach()
-    score = critic(image, shaded)
-    assert torch.allclose(score, -correction.pow(2).flatten(1).mean(1))
-    (gradient,) = torch.autograd.grad(score.sum(), shaded)
-    r = critic.field_reduction
-    expected = F.interpolate(2 * correction / correction[0].numel(), scale_factor=r, mode="nearest") / r ** 2
-    assert torch.allclose(gradient, expected, atol=1e-9) and gradient.abs().max() > 0
-
-
-def test_render_target_training_makes_a_render_match_critic_point_to_the_truth(face_model):
-    from regressor.critic.gradient import render_target_losses
-
-    batch, start = _one_face(face_model, count=2)  # batch normalisation in training needs two
-    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
-    torch.manual_seed(0)
-    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu", head="render_match")
-    optimizer = torch.optim.Adam(critic.parameters(), lr=3e-3)
-    first = None
-    for _ in range(25):
-        losses = render_target_losses(critic, face_model, render, batch.image, batch.params, start)
-        first = float(losses["r2"]) if first is None else first
-        optimizer.zero_grad()
-        losses["total"].backward()
-        optimizer.step()
-    assert float(losses["r2"]) > first + 0.3, (first, float(losses["r2"]))
-    _, gradient = score_gradient(critic.eval(), face_model, render, batch.image, start, create_graph=False)
-    # measured mean 0.18 (1 thread) and 0.08 (2 threads): a 25-step fit is not bit-stable across BLAS threads
-    assert float(metric_cosine(gradient, direction_to_truth(start, batch.params), torch.ones(150)).mean()) > 0.04
-    with pytest.raises(ValueError, match="render_match"):
-        render_target_losses(ShapeCritic("resnet10t", 32, TINY), face_model, render, batch.image, batch.params, start)
-
-
-def test_the_head_is_part_of_the_architecture_and_old_files_have_a_score_head(tmp_path):
-    critic = ShapeCritic("resnet10t", 32, TINY, head="render_match")
-    critic.save_checkpoint(tmp_path / "field.pt")
-    assert ShapeCritic.from_checkpoint(tmp_path / "field.pt").architecture["head"] == "render_match"
-    with pytest.raises(ValueError, match="head"):
-        ShapeCritic("resnet10t", 32, TINY, head="dense")
+    critic = ShapeCritic("resnet10t", 32, TINY)
+    critic.save_checkpoint(tmp_path / "critic.pt")
+    payload = torch.load(tmp_path / "critic.pt", weights_only=True)
+    for head, name in (("score", "score.pt"), ("render_match", "field.pt")):
+        named = copy.deepcopy(payload)
+        named["config"]["head"] = head  # as the files of the render-matching experiment were written
+        torch.save(named, tmp_path / name)
+    loaded = ShapeCritic.from_checkpoint(tmp_path / "score.pt")
+    image, shaded = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    assert torch.equal(loaded(image, shaded), critic.eval()(image, shaded))
+    with pytest.raises(CriticCheckpointError, match="render_match"):
+        ShapeCritic.from_checkpoint(tmp_path / "field.pt")
 
 
 def test_validation_can_start_from_the_fitters_own_fits_made_once_and_cached(tmp_path, face_model):

@@ -30,7 +30,6 @@ from regressor.types import FaceParams, replace
 
 CLIMBED_FIELDS = ("shape", "expression")
 METRICS = ("parameter", "geometric")
-OBJECTIVES = ("cosine", "render_target")
 START_KINDS = ("operating", "segment", "truth_noise")
 
 
@@ -49,10 +48,6 @@ class GradientConfig:
         fitted_pose_probability: share of starts that take the modelled fit's pose and camera (else the truth's).
         truth_noise: std (coefficient units) of the ``truth_noise`` starts' shape and expression noise.
         fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error_estimate``).
-        objective: ``cosine`` (the cosine loss above, by double backprop; any critic) or ``render_target``
-            (a ``render_match`` critic's correction field regresses the pooled render of the true shape,
-            placed at the start by the face-region similarity, minus the start's render: dense, first order;
-            ``regressor.models.critic_heads``).
         validation_fits: a cache folder: the validation figures then start from the no-critic fitter's own fits
             of the validation faces (what ``benchmarks.critic_climb`` gates on; made once, about 2 s a face,
             then read from the folder). ``None``: from one fixed draw of the modelled fit (free, but a critic
@@ -70,12 +65,9 @@ class GradientConfig:
     fitted_pose_probability: float = 0.8
     truth_noise: float = 0.3
     fit_error_model: str = "outputs/fit_error_model.pt"
-    objective: str = "cosine"
     validation_fits: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"GradientConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.metric not in METRICS:
             raise ValueError(f"GradientConfig.metric must be one of {METRICS}, got {self.metric!r}")
         self.start_mix = tuple(float(p) for p in self.start_mix)
@@ -181,24 +173,3 @@ def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams
         losses["magnitude"] = magnitude.detach()
         losses["total"] = losses["total"] + config.magnitude_weight * magnitude
     return losses
-
-
-def render_target_losses(critic, face_model, render, image: Tensor, truth: FaceParams, start: FaceParams) -> dict[str, Tensor]:
-    """``render_target``: the critic's correction field against the pooled (placed truth - start) render change.
-
-    ``r2`` is the share of the target's variance the field explains (1 = exact, 0 = no better than zero).
-    """
-    from regressor.critic.target import face_region, place_like
-
-    if getattr(critic, "head_type", "score") != "render_match":
-        raise ValueError("GradientConfig.objective 'render_target' needs a ShapeCritic(head='render_match')")
-    with torch.no_grad():
-        truth_mesh, start_mesh = face_model(truth), face_model(start)
-        region = face_region(truth_mesh.vertices, truth_mesh.now_landmarks3d)
-        placed = place_like(truth_mesh.vertices, start_mesh.vertices, region)
-        start_shaded = render(start_mesh.vertices, start.camera).shaded
-        target = critic.pooled(render(placed, start.camera).shaded) - critic.pooled(start_shaded)
-    field = critic.correction(image, start_shaded)
-    error = (field - target).pow(2).mean()
-    r2 = 1 - error.detach() / target.pow(2).mean().clamp(min=1e-12)
-    return {"field_mse": error.detach(), "r2": r2, "total": error / target.pow(2).mean().clamp(min=1e-12).detach()}

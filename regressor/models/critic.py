@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from regressor.models.critic_heads import HEADS, RenderMatchHead, render_match_score
 from regressor.render.renderer import DEFAULT_LIGHT_DIRECTION
 
 #: the errors a critic's score may be calibrated to (stored in its checkpoint as ``error_target``;
@@ -157,9 +156,6 @@ class ShapeCritic(nn.Module):
             (``regressor.critic.gradient``) needs a smooth one: through ReLU the first layer's weights
             reach that gradient only via on/off masks, so their second-order gradient is exactly zero.
             It has no weights, so a ReLU critic's file can start a SiLU one.
-        head: ``score`` (a linear head on the pooled features: one scalar) or ``render_match`` (a correction
-            field of the render; the score is minus its mean square and its gradient the field itself,
-            ``regressor.models.critic_heads``). Files without the key are ``score``.
     """
 
     def __init__(
@@ -171,16 +167,12 @@ class ShapeCritic(nn.Module):
         render: CriticRenderSettings | dict[str, Any] | None = None,
         error_target: str = CAMERA_WHOLE_HEAD,
         activation: str = "relu",
-        head: str = "score",
     ) -> None:
         super().__init__()
         if error_target not in TARGETS:
             raise ValueError(f"ShapeCritic: error_target must be one of {TARGETS}, got {error_target!r}")
         self.error_target = error_target
         self.activation = str(activation)
-        if head not in HEADS:
-            raise ValueError(f"ShapeCritic: head must be one of {HEADS}, got {head!r}")
-        self.head_type = head
         self.backbone_name = backbone
         self.image_size = int(image_size)
         self.backbone_kwargs = _to_plain(dict(backbone_kwargs or {}))
@@ -190,13 +182,6 @@ class ShapeCritic(nn.Module):
         in_chans = 3 + self.render_settings.shaded_channels
         if self.activation != "relu":
             kwargs["act_layer"] = self.activation
-        if head == "render_match":  # features at stride 4 (the field's) and the deepest, see critic_heads
-            self.backbone = timm.create_model(backbone, pretrained=False, in_chans=in_chans, features_only=True,
-                                              out_indices=(1, -1), **kwargs)
-            fine, coarse = self.backbone.feature_info.channels()
-            self.field_reduction = self.backbone.feature_info.reduction()[0]
-            self.head = RenderMatchHead(fine, coarse, self.render_settings.shaded_channels)
-            return
         self.backbone = timm.create_model(backbone, pretrained=False, in_chans=in_chans, num_classes=0, **kwargs)
         self.head = nn.Linear(self.backbone.num_features, 1)
         nn.init.zeros_(self.head.bias)
@@ -205,8 +190,7 @@ class ShapeCritic(nn.Module):
     @property
     def architecture(self) -> dict[str, Any]:
         """The constructor arguments that shape the weights (what fine-tuning must keep)."""
-        return {"backbone": self.backbone_name, "image_size": self.image_size, "backbone_kwargs": self.backbone_kwargs,
-                "head": self.head_type}
+        return {"backbone": self.backbone_name, "image_size": self.image_size, "backbone_kwargs": self.backbone_kwargs}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -234,18 +218,7 @@ class ShapeCritic(nn.Module):
 
     def forward(self, image: Tensor, shaded: Tensor) -> Tensor:
         """Score each (image, shaded) pair: (B,) higher = the geometry explains the image better."""
-        if self.head_type == "render_match":
-            return render_match_score(self.pooled(shaded), self.correction(image, shaded))
         return self.head(self.backbone(self.prepare(image, shaded))).squeeze(-1)
-
-    def correction(self, image: Tensor, shaded: Tensor) -> Tensor:
-        """render_match head: the predicted change of the pooled render (B, K, S/r, S/r), from the detached render."""
-        fine, coarse = self.backbone(self.prepare(image, shaded.detach()))
-        return self.head(fine, coarse)
-
-    def pooled(self, shaded: Tensor) -> Tensor:
-        """The render at the correction field's resolution (resized to the input size, average-pooled by r)."""
-        return F.avg_pool2d(self._resize(shaded), self.field_reduction)
 
     def _resize(self, x: Tensor) -> Tensor:
         if x.shape[-2:] == (self.image_size, self.image_size):
@@ -287,6 +260,10 @@ class ShapeCritic(nn.Module):
         """
         payload = load_critic_payload(path, map_location)
         config = {LEGACY_CONFIG_KEYS.get(key, key): value for key, value in payload["config"].items()}
+        head = config.pop("head", "score")  # files of 2026-12-07 name their head; only the score head remains
+        if head != "score":
+            raise CriticCheckpointError(f"{path}: a {head!r}-head critic; that experimental head was removed (its "
+                                        "record: docs/results/HISTORY.md, commit a6c5885), only score critics load")
         try:
             critic = cls(**config)
         except TypeError as error:

@@ -65,7 +65,6 @@ class CriticModule(pl.LightningModule):
             ``val/gradient_cosine_other_image``, ``val/truth_beats_other_truth``, ``val/climb.*``) from fixed
             fit-like starts (``regressor.critic.gradient_figures``; 0 = off; needs ``gradient.fit_error_model``).
         activation: the critic backbone's activation (``ShapeCritic``; ``silu`` for the gradient group).
-        head: ``score`` or ``render_match`` (``ShapeCritic``; the latter with ``gradient.objective: render_target``).
         lr_schedule: ``one_cycle`` over ``max_steps`` (warm-up, cosine decay), or ``constant`` after a
             100-step warm-up, for runs of open length that are resumed until they are good enough.
         extra_light_directions: fixed lights whose grey renders join the main one as input channels
@@ -85,7 +84,7 @@ class CriticModule(pl.LightningModule):
                  log_images_every_n_steps: int = 250, ascent: dict[str, Any] | None = None,
                  init_checkpoint: str | None = None, val_gradient_faces: int = 8, error_unit_mm: float = 1.0,
                  error_target: str = "camera_whole_head", gradient: dict[str, Any] | None = None,
-                 val_gate_faces: int = 0, activation: str = "relu", head: str = "score", lr_schedule: str = "one_cycle",
+                 val_gate_faces: int = 0, activation: str = "relu", lr_schedule: str = "one_cycle",
                  extra_light_directions: Sequence[Sequence[float]] = (), hand_made_weight: float = 1.0) -> None:
         super().__init__()
         if lr_schedule not in LR_SCHEDULES:
@@ -101,7 +100,7 @@ class CriticModule(pl.LightningModule):
                              "(one error unit, stored in the critic's checkpoint)")
         self.critic = ShapeCritic(backbone, image_size, backbone_kwargs, error_unit_mm=error_unit_mm,
                                   render={"image_size": render_size, "extra_light_directions": extra_light_directions},
-                                  error_target=error_target, activation=activation, head=head)
+                                  error_target=error_target, activation=activation)
         if init_checkpoint:
             self._load_initial_weights(init_checkpoint)
         self.ascent = AscentConfig(**(ascent or {}))

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from regressor.critic.fit_error import FitErrorModel
 from regressor.critic.gradient import (
-    GradientConfig, gradient_losses, metric_weights, render_target_losses, sample_starts,
+    GradientConfig, gradient_losses, metric_weights, sample_starts,
 )
 from regressor.critic.gradient_figures import gate_figures
 from regressor.critic.operating_point import vertex_renderer
@@ -62,9 +62,6 @@ class GradientGroup:
         n = min(self.config.faces_per_step, batch["image"].shape[0])
         truth = FaceParams.from_dict({k: v[:n] for k, v in batch["params"].items()})
         start, _ = sample_starts(truth, self.fit_errors(), self.config, generator)
-        if self.config.objective == "render_target":
-            return render_target_losses(critic, face_model, vertex_renderer(renderer, face_model.faces),
-                                        batch["image"][:n], truth, start)
         return gradient_losses(critic, face_model, vertex_renderer(renderer, face_model.faces), batch["image"][:n],
                                truth, start, self.config, self.weights(face_model).to(truth.shape))
 
