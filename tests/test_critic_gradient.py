@@ -1,12 +1,15 @@
 """The gradient-trained critic: the fit-error model, the gradient objective, smooth activations, fresh faces."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from regressor.critic.fit_error import FitErrorModel, group_shrinkage
 from regressor.critic.gradient import (
-    GradientConfig, direction_to_truth, gradient_losses, metric_cosine, metric_weights, sample_starts, score_gradient,
+    START_KINDS, GradientConfig, climbed_starts, direction_to_truth, gradient_losses, metric_cosine, metric_weights,
+    sample_starts, score_gradient,
 )
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
@@ -78,6 +81,34 @@ def test_starts_are_operating_segment_or_noisy_truth():
     noise = (start.shape - truth.shape)[kind == 2]
     assert noise.std() == pytest.approx(0.3, rel=0.2)
     assert {0, 1, 2} == set(kind.tolist())
+
+
+def test_three_start_probabilities_mean_no_climbed_starts_and_bad_climb_steps_are_refused():
+    assert GradientConfig(start_mix=(0.6, 0.2, 0.2)).start_mix == (0.6, 0.2, 0.2, 0.0)
+    assert len(START_KINDS) == 4
+    with pytest.raises(ValueError, match="climb_steps"):
+        GradientConfig(climb_steps=(5, 2))
+
+
+def test_climbed_starts_follow_the_critics_own_ascent_and_leave_the_other_kinds(face_model):
+    batch, start = _one_face(face_model, count=3)
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu").eval()
+    kind = torch.tensor([3, 0, 3])
+    config = GradientConfig(climb_steps=(4, 4), climb_lr=0.05)
+    climbed = climbed_starts(critic, face_model, render, batch.image, start, kind, config, torch.Generator())
+
+    def scores(params):
+        with torch.no_grad():
+            return critic(batch.image, render(face_model(params).vertices, params.camera).shaded)
+
+    assert torch.equal(climbed.shape[1], start.shape[1]) and torch.equal(climbed.expression[1], start.expression[1])
+    moved = (climbed.shape - start.shape).abs().amax(1)
+    assert moved[0] > 0.05 and moved[2] > 0.05  # 4 Adam steps of 0.05
+    assert (scores(climbed)[[0, 2]] > scores(start)[[0, 2]]).all()
+    assert torch.equal(climbed.global_pose, start.global_pose) and torch.equal(climbed.camera, start.camera)
+    assert all(p.grad is None for p in critic.parameters())  # the climb leaves the critic's weights alone
 
 
 def test_metric_cosine_is_the_plain_cosine_in_parameter_space_and_weights_components_geometrically(face_model):
@@ -184,7 +215,12 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
                     "--model.init_args.gradient.faces_per_step", "2",
                     "--model.init_args.gradient.fit_error_model", str(tmp_path / "fit_error.pt"),
                     "--model.init_args.gradient.validation_fits", str(tmp_path / "val_fits"),
-                    "--model.init_args.val_gate_faces", "2", "--trainer.callbacks", "[]",
+                    "--model.init_args.gradient.start_mix", "[0.5, 0.0, 0.0, 0.5]",
+                    "--model.init_args.gradient.climb_steps", "[1, 2]",
+                    "--model.init_args.val_gate_faces", "2", "--trainer.callbacks", json.dumps([
+                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                         "init_args": {"dirpath": str(tmp_path / "ckpt"), "every_n_train_steps": 1, "save_last": True}},
+                        {"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}]),
                     "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
                     "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path)])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -198,6 +234,13 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
     cosine = events.Scalars("val/gradient_cosine")[-1].value
     assert -1.0 <= cosine <= 1.0 and cosine != 0.0
     assert len(list((tmp_path / "val_fits").glob("fits_*.pt"))) == 1  # the val starts are the fitter's, made once
+    # the recipe's weight averaging: the checkpoint's state_dict is the average, what a critic loads from it
+    checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    average, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    name = next(k for k in average if k.startswith("critic.") and k.endswith("conv1.0.weight"))
+    assert not torch.equal(average[name], current[name])
+    loaded = ShapeCritic.from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    assert torch.equal(loaded.state_dict()[name.removeprefix("critic.")], average[name])
 
 
 def test_the_learning_curve_pairs_each_validation_with_the_training_cosine_since_the_last_one(tmp_path):

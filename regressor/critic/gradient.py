@@ -14,7 +14,9 @@ raised the error. This objective asks for the slope directly:
 units of their prior std, as the fitter's Adam steps see them) or ``geometric`` (each coefficient
 weighted by the mean face-region displacement, in mm, that one unit of it causes). The starts are
 where the loss acts: fit-like starts from the fitter's error model (``regressor.critic.fit_error``),
-points on the segment from such a start to the truth, and the truth plus noise.
+points on the segment from such a start to the truth, the truth plus noise, and fit-like starts moved
+along the critic's own ascent (``climbed``): a critic whose first step is right can still climb past the
+truth, and only starts where its own climb goes show it where the slope must turn back.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from regressor.types import FaceParams, replace
 
 CLIMBED_FIELDS = ("shape", "expression")
 METRICS = ("parameter", "geometric")
-START_KINDS = ("operating", "segment", "truth_noise")
+START_KINDS = ("operating", "segment", "truth_noise", "climbed")
 
 
 @dataclass
@@ -43,10 +45,13 @@ class GradientConfig:
         ranking_weight: weight of the truth-above-start ranking term (same pose and camera).
         magnitude_weight / target_norm: optional pull of log |g| towards log ``target_norm`` (0 = off).
         metric: ``parameter`` or ``geometric`` (see the module docstring).
-        start_mix: draw probabilities of the start kinds ``operating``, ``segment``, ``truth_noise``.
+        start_mix: draw probabilities of the start kinds ``operating``, ``segment``, ``truth_noise``, ``climbed``
+            (three values: no climbed starts, as in configs written before that kind existed).
         start_scale: an operating start is ``truth + s * (model_fit - truth)``, s ~ U(start_scale).
         fitted_pose_probability: share of starts that take the modelled fit's pose and camera (else the truth's).
         truth_noise: std (coefficient units) of the ``truth_noise`` starts' shape and expression noise.
+        climb_steps: a ``climbed`` start is an operating start after n ~ U{climb_steps} Adam steps (``climb_lr``)
+            that maximise the current critic's score (the gate's climb is 20 steps at 0.02).
         fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error_estimate``).
         validation_fits: a cache folder: the validation figures then start from the no-critic fitter's own fits
             of the validation faces (what ``benchmarks.critic_climb`` gates on; made once, about 2 s a face,
@@ -64,6 +69,8 @@ class GradientConfig:
     start_scale: tuple[float, float] = (0.5, 1.5)
     fitted_pose_probability: float = 0.8
     truth_noise: float = 0.3
+    climb_steps: tuple[int, int] = (5, 20)
+    climb_lr: float = 0.02
     fit_error_model: str = "outputs/fit_error_model.pt"
     validation_fits: Optional[str] = None
 
@@ -71,10 +78,15 @@ class GradientConfig:
         if self.metric not in METRICS:
             raise ValueError(f"GradientConfig.metric must be one of {METRICS}, got {self.metric!r}")
         self.start_mix = tuple(float(p) for p in self.start_mix)
+        if len(self.start_mix) == len(START_KINDS) - 1:
+            self.start_mix = (*self.start_mix, 0.0)
         if len(self.start_mix) != len(START_KINDS) or min(self.start_mix) < 0 or sum(self.start_mix) <= 0:
             raise ValueError(f"GradientConfig.start_mix: {len(START_KINDS)} probabilities >= 0 with a positive sum "
                              f"for {START_KINDS}, got {self.start_mix}")
         self.start_scale = tuple(float(s) for s in self.start_scale)
+        self.climb_steps = tuple(int(n) for n in self.climb_steps)
+        if len(self.climb_steps) != 2 or not 1 <= self.climb_steps[0] <= self.climb_steps[1]:
+            raise ValueError(f"GradientConfig.climb_steps: (low, high) with 1 <= low <= high, got {self.climb_steps}")
         if self.faces_per_step < 0:
             raise ValueError("GradientConfig.faces_per_step must be >= 0")
 
@@ -85,14 +97,16 @@ def sample_starts(truth: FaceParams, model: FitErrorModel, config: GradientConfi
 
     Every start takes a modelled fit's pose and camera with ``fitted_pose_probability`` (the truth's
     otherwise); its shape and expression are ``truth + s (fit - truth)`` with s ~ U(start_scale)
-    (operating), s ~ U(0, 1) (segment), or the truth plus Gaussian noise (truth_noise).
+    (operating, and climbed before its climb: ``climbed_starts``), s ~ U(0, 1) (segment), or the truth
+    plus Gaussian noise (truth_noise).
     """
     b = truth.batch_size
     fit = model.sample(truth, generator)
     kind = torch.multinomial(torch.tensor(config.start_mix), b, replacement=True, generator=generator)
     low, high = config.start_scale
     operating_scale = low + (high - low) * torch.rand(b, generator=generator)
-    scale = torch.where(kind == 0, operating_scale, torch.rand(b, generator=generator))[:, None].to(truth.shape)
+    operating = (kind == 0) | (kind == 3)
+    scale = torch.where(operating, operating_scale, torch.rand(b, generator=generator))[:, None].to(truth.shape)
     fields = {}
     for name in CLIMBED_FIELDS:
         value, fitted = getattr(truth, name), getattr(fit, name)
@@ -103,6 +117,30 @@ def sample_starts(truth: FaceParams, model: FitErrorModel, config: GradientConfi
     for name in ("global_pose", "neck_pose", "jaw_pose", "eye_pose", "camera"):
         fields[name] = torch.where(fitted_pose, getattr(fit, name), getattr(truth, name))
     return replace(truth, **fields), kind
+
+
+def climbed_starts(critic, face_model, render, image: Tensor, start: FaceParams, kind: Tensor,
+                   config: GradientConfig, generator: torch.Generator) -> FaceParams:
+    """``start`` with its ``climbed`` faces moved along the critic's own ascent (shape and expression, at the
+    start's pose and camera, Adam as the gate and the fitter climb) for n ~ U{climb_steps} steps."""
+    chosen = (kind == START_KINDS.index("climbed")).nonzero().squeeze(1).to(start.shape.device)
+    if chosen.numel() == 0:
+        return start
+    from regressor.critic.ascent import climb
+
+    low, high = config.climb_steps
+    steps = int(torch.randint(low, high + 1, (1,), generator=generator))
+    sub = start[chosen]
+    with torch.no_grad():
+        displacement = torch.zeros_like(face_model(sub).vertices)
+    end = climb(critic, face_model, render, image[chosen], sub, {n: getattr(sub, n) for n in CLIMBED_FIELDS},
+                displacement, steps, config.climb_lr, optimizer="adam")
+    fields = {}
+    for name in CLIMBED_FIELDS:
+        value = getattr(start, name).clone()
+        value[chosen] = end[name]
+        fields[name] = value
+    return replace(start, **fields)
 
 
 def metric_weights(face_model, metric: str) -> Tensor:

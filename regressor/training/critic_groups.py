@@ -12,7 +12,7 @@ from torch import Tensor
 
 from regressor.critic.fit_error import FitErrorModel
 from regressor.critic.gradient import (
-    GradientConfig, gradient_losses, metric_weights, sample_starts,
+    GradientConfig, climbed_starts, gradient_losses, metric_weights, sample_starts,
 )
 from regressor.critic.gradient_figures import gate_figures
 from regressor.critic.operating_point import vertex_renderer
@@ -61,9 +61,11 @@ class GradientGroup:
     def losses(self, critic, face_model, renderer, batch: dict, generator: torch.Generator) -> dict[str, Tensor]:
         n = min(self.config.faces_per_step, batch["image"].shape[0])
         truth = FaceParams.from_dict({k: v[:n] for k, v in batch["params"].items()})
-        start, _ = sample_starts(truth, self.fit_errors(), self.config, generator)
-        return gradient_losses(critic, face_model, vertex_renderer(renderer, face_model.faces), batch["image"][:n],
-                               truth, start, self.config, self.weights(face_model).to(truth.shape))
+        start, kind = sample_starts(truth, self.fit_errors(), self.config, generator)
+        render = vertex_renderer(renderer, face_model.faces)
+        start = climbed_starts(critic, face_model, render, batch["image"][:n], start, kind, self.config, generator)
+        return gradient_losses(critic, face_model, render, batch["image"][:n], truth, start, self.config,
+                               self.weights(face_model).to(truth.shape))
 
     def validation_starts(self, face_model, truth: FaceParams, batch: dict) -> FaceParams:
         """Fixed fit-like starts, the same every validation: the no-critic fitter's fits of these faces
