@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from regressor.critic.ascent import climb
 from regressor.critic.fit_error import FitErrorModel
 from regressor.types import FaceParams, replace
 
@@ -105,7 +106,7 @@ def sample_starts(truth: FaceParams, model: FitErrorModel, config: GradientConfi
     kind = torch.multinomial(torch.tensor(config.start_mix), b, replacement=True, generator=generator)
     low, high = config.start_scale
     operating_scale = low + (high - low) * torch.rand(b, generator=generator)
-    operating = (kind == 0) | (kind == 3)
+    operating = (kind == START_KINDS.index("operating")) | (kind == START_KINDS.index("climbed"))
     scale = torch.where(operating, operating_scale, torch.rand(b, generator=generator))[:, None].to(truth.shape)
     fields = {}
     for name in CLIMBED_FIELDS:
@@ -126,13 +127,10 @@ def climbed_starts(critic, face_model, render, image: Tensor, start: FaceParams,
     chosen = (kind == START_KINDS.index("climbed")).nonzero().squeeze(1).to(start.shape.device)
     if chosen.numel() == 0:
         return start
-    from regressor.critic.ascent import climb
-
     low, high = config.climb_steps
     steps = int(torch.randint(low, high + 1, (1,), generator=generator))
     sub = start[chosen]
-    with torch.no_grad():
-        displacement = torch.zeros_like(face_model(sub).vertices)
+    displacement = sub.shape.new_zeros(len(chosen), face_model.shapedirs.shape[0], 3)
     end = climb(critic, face_model, render, image[chosen], sub, {n: getattr(sub, n) for n in CLIMBED_FIELDS},
                 displacement, steps, config.climb_lr, optimizer="adam")
     fields = {}
