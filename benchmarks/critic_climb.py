@@ -24,6 +24,8 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
 * ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
+* ``--trace``: the climb step by step (``climb_trace``: median error, share improved, cosine, score), which
+  shows where along the climb the gradient stops leading to the truth.
 
 Choices are made on ``val``; ``test`` is for reporting. Measured figures: docs/results/critic_retraining.md.
 """
@@ -42,7 +44,8 @@ from benchmarks.output import write_json
 
 from regressor.critic.fits import cached_fits
 from regressor.critic.gradient import CLIMBED_FIELDS, METRICS, direction_to_truth, metric_cosine, metric_weights
-from regressor.critic.gradient_figures import climb_figures, gate_figures, params_error_mm  # noqa: F401 (re-export)
+from regressor.critic.gradient_figures import (climb_figures, climb_trace, gate_figures,  # noqa: F401 (re-export)
+                                               params_error_mm)
 from regressor.models.critic import ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
 from regressor.critic.target import face_region, place_like
@@ -88,7 +91,8 @@ def landmark_cosines(face_model, fit: FaceParams, landmarks: Tensor, valid: Tens
             for name, weights in metrics.items()}
 
 
-def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: dict[str, Tensor]) -> dict:
+def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: dict[str, Tensor],
+            trace: bool = False) -> dict:
     critic = ShapeCritic.from_checkpoint(checkpoint).eval()
     batch, region, fits = data
     size = batch.image.shape[-1]
@@ -105,7 +109,19 @@ def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: d
     true_pose = climb_figures(critic, face_model, render, batch.image, batch.vertices, region, at_true_pose, steps, lr)
     out.update({f"climb_true_pose.{k}": v for k, v in true_pose.items()})
     out["gate"] = gate(out)
+    if trace:
+        out["climb_trace"] = climb_trace(critic, face_model, render, batch.image, batch.params, batch.vertices, region,
+                                         fit, metrics[main_metric], steps, lr)
     return out
+
+
+def print_trace(rows: list[dict]) -> None:
+    """The climb step by step: where the gradient stops leading to the truth."""
+    print("  step  median error mm  improved  cosine  score")
+    for row in rows:
+        cosine = f"{row['gradient_cosine']:6.3f}" if "gradient_cosine" in row else "     -"
+        score = f"{row['score']:6.2f}" if "score" in row else "     -"
+        print(f"  {row['step']:4d}  {row['error_mm']:15.3f}  {row['improved_fraction']:8.2f}  {cosine}  {score}")
 
 
 class RenderOracle(nn.Module):
@@ -183,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="average-pooling factors of the oracle's render distance (1 = every pixel)")
     parser.add_argument("--oracle-targets", nargs="+", default=["placed"], choices=ORACLE_TARGETS,
                         help="placed: the true shape at the fit's pose; image: the photo's own shading (true pose)")
+    parser.add_argument("--trace", action="store_true",
+                        help="also follow each critic's climb step by step (median error, cosine, score: climb_trace)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -195,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if size not in data_by_size:
             data_by_size[size] = load(face_model, args.split, args.num_faces, size, args.fit_cache or None,
                                       args.synthetic)
-        row = measure(checkpoint, face_model, data_by_size[size], args.steps, args.lr, metrics)
+        row = measure(checkpoint, face_model, data_by_size[size], args.steps, args.lr, metrics, args.trace)
         row.update(split=args.split, synthetic=args.synthetic, num_faces=args.num_faces, steps=args.steps, lr=args.lr,
                    metric=args.metric, seconds=round(time.time() - start, 1))
         results.append(row)
@@ -205,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['truth_beats_other_truth']:.2f}; cosine {row['gradient_cosine']:.3f} (another face's image "
               f"{row['gradient_cosine_other_image']:.3f}, the landmark term {row['landmark_cosine']:.3f}); "
               f"gate {'passes' if row['gate']['passes'] else 'fails'}", flush=True)
+        if args.trace:
+            print_trace(row["climb_trace"])
     if args.oracle:
         for size in args.oracle_sizes or [next(iter(data_by_size), 64)]:
             if size not in data_by_size:

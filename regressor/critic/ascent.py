@@ -13,6 +13,7 @@ adversarial training; no library provides it for a render-in-the-loop critic).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -63,13 +64,18 @@ class AscentConfig:
 
 
 def climb(critic, face_model, render, image: Tensor, params: FaceParams, start: dict[str, Tensor],
-          displacement: Tensor, steps: int, learning_rate: float, optimizer: str = "adam") -> dict[str, Tensor]:
+          displacement: Tensor, steps: int, learning_rate: float, optimizer: str = "adam",
+          on_step: Callable[[int, dict[str, Tensor], Tensor, tuple[Tensor, ...]], None] | None = None
+          ) -> dict[str, Tensor]:
     """``steps`` steps from ``start`` (FaceParams fields) that maximise the critic score alone.
 
     ``optimizer``: ``"adam"`` (Adam with ``learning_rate``, as fitting uses) or ``"normalised"``
     (steepest ascent with a fixed step length ``learning_rate`` per face in the joint space of the
     climbed fields). The critic is used in eval mode (as at loss time) and gets no ``.grad``; its
     mode is restored. Returns the end values of the climbed fields (detached).
+
+    ``on_step(step, values, score, gradients)``, if given, sees each step's point (detached values), its
+    scores and the score's gradients before the update: how figures follow a climb without repeating it.
     """
     if optimizer not in CLIMB_OPTIMIZERS:
         raise ValueError(f"climb: optimizer must be one of {CLIMB_OPTIMIZERS}, got {optimizer!r}")
@@ -79,10 +85,12 @@ def climb(critic, face_model, render, image: Tensor, params: FaceParams, start: 
     critic.eval()
     try:
         with torch.enable_grad():
-            for _ in range(steps):
+            for step in range(steps):
                 vertices = face_model(replace(params, **climbing)).vertices + displacement
                 score = critic(image, render(vertices, params.camera).shaded)
                 gradients = torch.autograd.grad(score.sum(), list(climbing.values()))
+                if on_step is not None:
+                    on_step(step, {name: value.detach() for name, value in climbing.items()}, score.detach(), gradients)
                 if adam is None:
                     _normalised_step(list(climbing.values()), gradients, learning_rate)
                     continue

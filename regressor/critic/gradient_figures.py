@@ -11,7 +11,9 @@ One implementation, used by critic validation (``val/gradient_cosine``, ``val/cl
   Procrustes-aligned face-region error before and after climbing the score alone, and the share of
   faces whose error fell;
 * ``truth_beats_other_truth``: the true shape placed at the start's pose outscores another face's true
-  shape placed there, with the face's own image.
+  shape placed there, with the face's own image;
+* ``climb_trace``: the same climb followed step by step (median error, share improved, cosine with the way
+  to the truth, score): where along the climb the gradient stops leading to the truth.
 """
 from __future__ import annotations
 
@@ -58,6 +60,33 @@ def climb_figures(critic, face_model, render, image: Tensor, truth_vertices: Ten
         after = params_error_mm(face_model, replace(start, **end), truth_vertices, region)
     return {"error_start_mm": float(before.median()), "error_end_mm": float(after.median()),
             "improved_fraction": float((after < before).float().mean())}
+
+
+def climb_trace(critic, face_model, render, image: Tensor, truth: FaceParams, truth_vertices: Tensor,
+                region: Tensor, start: FaceParams, weights: Tensor, steps: int = CLIMB_STEPS,
+                lr: float = CLIMB_LR) -> list[dict[str, float]]:
+    """``climb_figures``' climb, one row per step (``steps + 1`` rows; the last is the end point, which has no
+    gradient): ``error_mm`` (median aligned error), ``improved_fraction``, ``gradient_cosine`` (in the metric
+    ``weights``, mean over faces) and ``score`` (mean)."""
+    with torch.no_grad():
+        before = params_error_mm(face_model, start, truth_vertices, region)
+    rows = []
+
+    def record(step: int, values: dict[str, Tensor], score: Tensor | None, gradient: Tensor | None) -> None:
+        point = replace(start, **values)
+        with torch.no_grad():
+            error = params_error_mm(face_model, point, truth_vertices, region)
+        row = {"step": step, "error_mm": float(error.median()), "improved_fraction": float((error < before).float().mean())}
+        if gradient is not None:
+            row["gradient_cosine"] = float(metric_cosine(gradient, direction_to_truth(point, truth), weights).mean())
+            row["score"] = float(score.mean())
+        rows.append(row)
+
+    end = climb(critic, face_model, render, image, start, {"shape": start.shape, "expression": start.expression},
+                torch.zeros_like(truth_vertices), steps, lr, optimizer="adam",
+                on_step=lambda step, values, score, gradients: record(step, values, score, torch.cat(gradients, 1)))
+    record(steps, end, None, None)
+    return rows
 
 
 @torch.no_grad()
