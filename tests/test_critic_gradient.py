@@ -8,8 +8,8 @@ import torch
 
 from regressor.critic.fit_error import FitErrorModel, group_shrinkage
 from regressor.critic.gradient import (
-    START_KINDS, GradientConfig, climbed_starts, direction_to_truth, gradient_losses, metric_cosine, metric_weights,
-    sample_starts, score_gradient,
+    START_KINDS, GradientConfig, climbed_starts, direction_to_truth, gradient_losses, informed_magnitude_error,
+    metric_cosine, metric_weights, sample_starts, score_gradient,
 )
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
 from regressor.critic.operating_point import vertex_renderer
@@ -171,6 +171,44 @@ def test_a_tiny_critic_trained_a_few_steps_on_one_face_raises_its_cosine(face_mo
         optimizer.step()
     after = cosine()
     assert after > before + 0.08, (before, after)  # measured: 0.035 -> 0.166
+
+
+def test_the_informed_magnitude_wants_the_gradient_as_long_as_the_share_of_the_way_it_knows():
+    weights = torch.tensor([4.0, 1.0, 0.25])
+    direction = torch.tensor([[1.0, 2.0, -2.0], [1.0, 0.0, 0.0]])
+    gradient = torch.tensor([[3.0, 1.0, 0.5], [-2.0, 0.0, 1.0]])
+    cosine = metric_cosine(gradient, direction, weights)
+    assert cosine[0] > 0 > cosine[1]
+    root = weights.sqrt()
+    lengths = (gradient / root).norm(dim=1) / (direction * root).norm(dim=1)
+    # scaled so that face 0's length is exactly its known share: no error there; face 1 points away: length -> 0
+    scale = float(lengths[0] / cosine[0])
+    error = informed_magnitude_error(gradient, direction, weights, cosine, scale)
+    assert error == pytest.approx(float((lengths[1] / scale) ** 2) / 2)
+    with pytest.raises(ValueError, match="magnitude"):
+        GradientConfig(magnitude="sometimes")
+
+
+def test_training_the_informed_magnitude_moves_the_gradient_length_to_its_target(face_model):
+    batch, start = _one_face(face_model)
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu")
+    weights = torch.ones(150)
+    _, gradient = score_gradient(critic.eval(), face_model, render, batch.image, start, create_graph=False)
+    # scaled so that the gradient starts far longer than its target (length ratio 0.5 against cos ~0.04)
+    scale = float(gradient.norm() / direction_to_truth(start, batch.params).norm()) / 0.5
+    config = GradientConfig(faces_per_step=1, ranking_weight=0.0, magnitude_weight=100.0, magnitude="informed",
+                            target_norm=scale)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    errors = []
+    for _ in range(16):
+        losses = gradient_losses(critic, face_model, render, batch.image, batch.params, start, config, weights)
+        errors.append(float(losses["magnitude"]) ** 0.5)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+    assert sum(errors[-3:]) / 3 < 0.5 * errors[0], errors  # measured: 0.465 -> 0.154, 0.102, 0.066
 
 
 def test_the_activation_is_stored_in_the_checkpoint_and_old_files_are_relu(tmp_path):

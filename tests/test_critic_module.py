@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -48,12 +49,21 @@ def test_critic_config_trains_and_its_lightning_checkpoint_loads_as_a_critic(tmp
     # --ckpt_path resumes a critic run (its checkpoint records the derived critic_config, which is no
     # __init__ argument; the CLI must not feed it back: that failed to parse). The run had ended, so the
     # resumed one restores step 2 and stops (the one-cycle schedule's length is part of its state).
-    resumed = tmp_path / "resumed"
-    regressor_main(["fit", "--config", config, *TINY_OVERRIDES,
-                    "--trainer.logger.init_args.save_dir", str(resumed / "logs"),
-                    "--trainer.default_root_dir", str(resumed), "--trainer.accelerator", "cpu",
-                    "--trainer.devices", "1", "--trainer.strategy", "auto", "--ckpt_path", str(checkpoints[0])])
-    assert list((resumed / "logs").rglob("events.out.tfevents*"))  # the resumed run started and logged
+    def resume(folder: str, *overrides: str) -> list[str]:
+        resumed = tmp_path / folder
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            regressor_main(["fit", "--config", config, *TINY_OVERRIDES, *overrides,
+                            "--trainer.logger.init_args.save_dir", str(resumed / "logs"),
+                            "--trainer.default_root_dir", str(resumed), "--trainer.accelerator", "cpu",
+                            "--trainer.devices", "1", "--trainer.strategy", "auto", "--ckpt_path", str(checkpoints[0])])
+        assert list((resumed / "logs").rglob("events.out.tfevents*"))  # the resumed run started and logged
+        return [str(w.message) for w in caught if "replace these settings" in str(w.message)]
+
+    assert resume("resumed") == []  # the same settings: nothing to warn about
+    # A setting changed on the command line is replaced by the checkpoint's (Lightning's rule): say so, by name.
+    replaced, = resume("changed", "--model.init_args.learning_rate", "0.123")
+    assert "model.init_args.learning_rate: 0.123 ->" in replaced
 
 
 def test_ranking_metrics_report_perfect_ordering():

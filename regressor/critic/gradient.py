@@ -8,7 +8,8 @@ raised the error. This objective asks for the slope directly:
     g = d score(image, render(start)) / d (shape, expression) at a start point   (double backprop:
         the loss is differentiated again through the critic, the torch rasteriser and the face model)
     loss = mean(1 - cos_M(g, truth - start)) + ranking_weight * softplus(score(start) - score(truth))
-           [+ magnitude_weight * (log |g| - log target_norm)^2]
+           [+ magnitude_weight * (log |g| - log target_norm)^2]                    (magnitude "constant")
+           [+ magnitude_weight * (|g|_M / (target_norm |d|_M) - max(cos_M, 0))^2]  (magnitude "informed")
 
 ``cos_M`` measures the direction in a metric (``metric``): ``parameter`` (coefficients as they are, in
 units of their prior std, as the fitter's Adam steps see them) or ``geometric`` (each coefficient
@@ -33,6 +34,7 @@ from regressor.types import FaceParams, replace
 
 CLIMBED_FIELDS = ("shape", "expression")
 METRICS = ("parameter", "geometric")
+MAGNITUDES = ("constant", "informed")
 START_KINDS = ("operating", "segment", "truth_noise", "climbed")
 
 
@@ -44,7 +46,9 @@ class GradientConfig:
         faces_per_step: fresh faces per step that get a start and a gradient target.
         weight: weight of the group's loss in the total.
         ranking_weight: weight of the truth-above-start ranking term (same pose and camera).
-        magnitude_weight / target_norm: optional pull of log |g| towards log ``target_norm`` (0 = off).
+        magnitude_weight / target_norm / magnitude: an optional magnitude term (``magnitude_weight`` 0 = off):
+            ``constant`` pulls log |g| towards log ``target_norm``; ``informed`` pulls |g|_M / |d|_M towards
+            ``target_norm * max(cos_M, 0)`` (see the module docstring).
         metric: ``parameter`` or ``geometric`` (see the module docstring).
         start_mix: draw probabilities of the start kinds ``operating``, ``segment``, ``truth_noise``, ``climbed``
             (three values: no climbed starts, as in configs written before that kind existed).
@@ -65,6 +69,7 @@ class GradientConfig:
     ranking_weight: float = 0.1
     magnitude_weight: float = 0.0
     target_norm: float = 1.0
+    magnitude: str = "constant"
     metric: str = "parameter"
     start_mix: tuple[float, float, float] = (0.6, 0.2, 0.2)
     start_scale: tuple[float, float] = (0.5, 1.5)
@@ -78,6 +83,9 @@ class GradientConfig:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"GradientConfig.metric must be one of {METRICS}, got {self.metric!r}")
+        if self.magnitude not in MAGNITUDES or self.target_norm <= 0:
+            raise ValueError(f"GradientConfig: magnitude must be one of {MAGNITUDES} and target_norm > 0, got "
+                             f"{self.magnitude!r} and {self.target_norm}")
         self.start_mix = tuple(float(p) for p in self.start_mix)
         if len(self.start_mix) == len(START_KINDS) - 1:
             self.start_mix = (*self.start_mix, 0.0)
@@ -192,7 +200,8 @@ def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams
     critic.eval()
     try:
         scores, gradient = score_gradient(critic, face_model, render, image, start, create_graph=True)
-        cosine = metric_cosine(gradient, direction_to_truth(start, truth), weights)
+        direction = direction_to_truth(start, truth)
+        cosine = metric_cosine(gradient, direction, weights)
         losses = {"cosine": cosine.mean().detach(), "total": (1 - cosine).mean()}
         if config.ranking_weight:
             at_start_pose = replace(start, shape=truth.shape, expression=truth.expression)
@@ -205,7 +214,19 @@ def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams
     norm = gradient.norm(dim=1)
     losses["gradient_norm"] = norm.mean().detach()
     if config.magnitude_weight:
-        magnitude = (norm.clamp(min=1e-12).log() - float(torch.tensor(config.target_norm).log())).pow(2).mean()
+        if config.magnitude == "informed":
+            magnitude = informed_magnitude_error(gradient, direction, weights, cosine, config.target_norm)
+        else:
+            magnitude = (norm.clamp(min=1e-12).log() - float(torch.tensor(config.target_norm).log())).pow(2).mean()
         losses["magnitude"] = magnitude.detach()
         losses["total"] = losses["total"] + config.magnitude_weight * magnitude
     return losses
+
+
+def informed_magnitude_error(gradient: Tensor, direction: Tensor, weights: Tensor, cosine: Tensor,
+                             scale: float) -> Tensor:
+    """mean (|g|_M / (scale |d|_M) - max(cos_M, 0))^2, the cosine held fixed: the gradient's length follows the
+    share of the way to the truth it points along, and vanishes where it knows none of it."""
+    root = weights.to(gradient).sqrt()
+    ratio = (gradient / root).norm(dim=1) / (scale * (direction * root).norm(dim=1).clamp(min=1e-12))
+    return (ratio - cosine.detach().clamp(min=0)).pow(2).mean()

@@ -207,11 +207,44 @@ class RegressorCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        given = _flat_settings(self.config[self.config.subcommand].get("model"))
         try:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+        warn_replaced_settings(ckpt_path, given, _flat_settings(self.config[self.config.subcommand].get("model")))
+
+
+def _flat_settings(node: Any, prefix: str = "model") -> dict[str, Any]:
+    """Dotted ``model.*`` keys -> leaf values of a parsed model config (Namespace or dict)."""
+    if hasattr(node, "as_dict"):
+        node = node.as_dict()
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(_flat_settings(value, f"{prefix}.{key}"))
+    return out
+
+
+def warn_replaced_settings(ckpt_path: str, given: dict[str, Any], resumed: dict[str, Any]) -> list[str]:
+    """Warn about every model setting of the config or command line that ``--ckpt_path`` replaced.
+
+    Why: LightningCLI resumes with the model hyperparameters stored in the checkpoint, over the config and
+    the command line, so ``--model...`` overrides given with ``--ckpt_path`` are silently ignored. Returns
+    the replaced keys."""
+    replaced = sorted(key for key in given if key in resumed and resumed[key] != given[key]
+                      or key not in resumed and given[key] is not None)
+    if replaced:
+        shown = "; ".join(f"{key}: {given[key]!r} -> {resumed.get(key, '(not in the checkpoint)')!r}"
+                          for key in replaced[:12])
+        more = f" and {len(replaced) - 12} more" if len(replaced) > 12 else ""
+        warnings.warn(f"--ckpt_path {ckpt_path}: the model resumes with the checkpoint's hyperparameters, which "
+                      f"replace these settings of the config or command line: {shown}{more}. To resume with other "
+                      "settings, change them under 'hyper_parameters' in a copy of the checkpoint; to start a new "
+                      "run from its weights, use the model's init_checkpoint instead.", UserWarning, stacklevel=2)
+    return replaced
 
 
 class _ParseOnlyCLI(RegressorCLI):
