@@ -9,7 +9,8 @@ raised the error. This objective asks for the slope directly:
         the loss is differentiated again through the critic, the torch rasteriser and the face model)
     loss = mean(1 - cos_M(g, truth - start)) + ranking_weight * softplus(score(start) - score(truth))
            [+ magnitude_weight * (log |g| - log target_norm)^2]                    (magnitude "constant")
-           [+ magnitude_weight * (|g|_M / (target_norm |d|_M) - max(cos_M, 0))^2]  (magnitude "informed")
+           [+ magnitude_weight * (u |g|_M / |d|_M - max(cos_M, 0))^2]              (magnitude "informed",
+                                                                         u fitted per batch)
 
 ``cos_M`` measures the direction in a metric (``metric``): ``parameter`` (coefficients as they are, in
 units of their prior std, as the fitter's Adam steps see them) or ``geometric`` (each coefficient
@@ -18,6 +19,13 @@ where the loss acts: fit-like starts from the fitter's error model (``regressor.
 points on the segment from such a start to the truth, the truth plus noise, and fit-like starts moved
 along the critic's own ascent (``climbed``): a critic whose first step is right can still climb past the
 truth, and only starts where its own climb goes show it where the slope must turn back.
+
+The ``informed`` magnitude asks the gradient's length to be proportional to the part of the way to the
+truth it knows, |d|_M cos_M (the length that regressing g onto a multiple of d would give). Why: fitting
+climbs with Adam, which takes full steps along any consistent gradient, so a score that keeps rising at the
+same slope after the image's information is used up walks past the truth. A gradient that shrinks there
+(cos_M -> 0) shrinks Adam's steps, whose scale remembers the earlier, larger gradients. The proportion is
+fitted per batch (the score's scale is free): a fixed one made a pilot collapse its gradient within 25 steps.
 """
 from __future__ import annotations
 
@@ -47,8 +55,8 @@ class GradientConfig:
         weight: weight of the group's loss in the total.
         ranking_weight: weight of the truth-above-start ranking term (same pose and camera).
         magnitude_weight / target_norm / magnitude: an optional magnitude term (``magnitude_weight`` 0 = off):
-            ``constant`` pulls log |g| towards log ``target_norm``; ``informed`` pulls |g|_M / |d|_M towards
-            ``target_norm * max(cos_M, 0)`` (see the module docstring).
+            ``constant`` pulls log |g| towards log ``target_norm``; ``informed`` pulls |g|_M / |d|_M towards a
+            multiple of max(cos_M, 0), the multiple fitted per batch (see the module docstring).
         metric: ``parameter`` or ``geometric`` (see the module docstring).
         start_mix: draw probabilities of the start kinds ``operating``, ``segment``, ``truth_noise``, ``climbed``
             (three values: no climbed starts, as in configs written before that kind existed).
@@ -215,7 +223,7 @@ def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams
     losses["gradient_norm"] = norm.mean().detach()
     if config.magnitude_weight:
         if config.magnitude == "informed":
-            magnitude = informed_magnitude_error(gradient, direction, weights, cosine, config.target_norm)
+            magnitude = informed_magnitude_error(gradient, direction, weights, cosine)
         else:
             magnitude = (norm.clamp(min=1e-12).log() - float(torch.tensor(config.target_norm).log())).pow(2).mean()
         losses["magnitude"] = magnitude.detach()
@@ -223,10 +231,12 @@ def gradient_losses(critic, face_model, render, image: Tensor, truth: FaceParams
     return losses
 
 
-def informed_magnitude_error(gradient: Tensor, direction: Tensor, weights: Tensor, cosine: Tensor,
-                             scale: float) -> Tensor:
-    """mean (|g|_M / (scale |d|_M) - max(cos_M, 0))^2, the cosine held fixed: the gradient's length follows the
-    share of the way to the truth it points along, and vanishes where it knows none of it."""
+def informed_magnitude_error(gradient: Tensor, direction: Tensor, weights: Tensor, cosine: Tensor) -> Tensor:
+    """mean (u |g|_M / |d|_M - max(cos_M, 0))^2 over the batch, the cosine held fixed and u the least-squares
+    proportion (held fixed too): the gradient's length follows the share of the way to the truth it points
+    along, whatever the score's overall scale, and vanishes where it knows none of it."""
     root = weights.to(gradient).sqrt()
-    ratio = (gradient / root).norm(dim=1) / (scale * (direction * root).norm(dim=1).clamp(min=1e-12))
-    return (ratio - cosine.detach().clamp(min=0)).pow(2).mean()
+    ratio = (gradient / root).norm(dim=1) / (direction * root).norm(dim=1).clamp(min=1e-12)
+    known = cosine.detach().clamp(min=0)
+    proportion = ((ratio * known).sum() / ratio.pow(2).sum().clamp(min=1e-12)).detach()
+    return (proportion * ratio - known).pow(2).mean()
