@@ -117,11 +117,12 @@ def measure(checkpoint: str, face_model, data, steps: int, lr: float, metrics: d
 
 def print_trace(rows: list[dict]) -> None:
     """The climb step by step: where the gradient stops leading to the truth."""
-    print("  step  median error mm  improved  cosine  score")
+    print("  step  median error mm  improved  cosine  |gradient|  score")
     for row in rows:
         cosine = f"{row['gradient_cosine']:6.3f}" if "gradient_cosine" in row else "     -"
+        norm = f"{row['gradient_norm']:10.3g}" if "gradient_norm" in row else "         -"
         score = f"{row['score']:6.2f}" if "score" in row else "     -"
-        print(f"  {row['step']:4d}  {row['error_mm']:15.3f}  {row['improved_fraction']:8.2f}  {cosine}  {score}")
+        print(f"  {row['step']:4d}  {row['error_mm']:15.3f}  {row['improved_fraction']:8.2f}  {cosine}  {norm}  {score}")
 
 
 class RenderOracle(nn.Module):

@@ -67,6 +67,7 @@ def test_the_climb_trace_follows_the_gate_climb_step_by_step(sign):
     assert rows[-1]["error_mm"] == pytest.approx(figures["error_end_mm"])  # the same climb, not another one
     assert rows[-1]["improved_fraction"] == figures["improved_fraction"] and "gradient_cosine" not in rows[-1]
     assert (rows[0]["gradient_cosine"] > 0) == (sign > 0)  # the oracle points to the truth, the anti-oracle away
+    assert all(row["gradient_norm"] > 0 for row in rows[:-1])
     scores = [row["score"] for row in rows[:-1]]
     assert scores[-1] > scores[0]  # a climb: the score rises
 

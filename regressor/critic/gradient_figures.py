@@ -67,7 +67,7 @@ def climb_trace(critic, face_model, render, image: Tensor, truth: FaceParams, tr
                 lr: float = CLIMB_LR) -> list[dict[str, float]]:
     """``climb_figures``' climb, one row per step (``steps + 1`` rows; the last is the end point, which has no
     gradient): ``error_mm`` (median aligned error), ``improved_fraction``, ``gradient_cosine`` (in the metric
-    ``weights``, mean over faces) and ``score`` (mean)."""
+    ``weights``, mean over faces), ``gradient_norm`` (its length in that metric, median) and ``score`` (mean)."""
     with torch.no_grad():
         before = params_error_mm(face_model, start, truth_vertices, region)
     rows = []
@@ -79,6 +79,7 @@ def climb_trace(critic, face_model, render, image: Tensor, truth: FaceParams, tr
         row = {"step": step, "error_mm": float(error.median()), "improved_fraction": float((error < before).float().mean())}
         if gradient is not None:
             row["gradient_cosine"] = float(metric_cosine(gradient, direction_to_truth(point, truth), weights).mean())
+            row["gradient_norm"] = float((gradient / weights.to(gradient).sqrt()).norm(dim=1).median())
             row["score"] = float(score.mean())
         rows.append(row)
 
