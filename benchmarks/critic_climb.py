@@ -24,7 +24,7 @@ landmarks, made at 64 px whatever the critic's size; ``regressor.critic.fits``):
 * ``gate``: the gradient gate's four conditions (median error falls, >= 60% of faces improve, cosine
   >= 0.15, and the critic reads the image: own-image cosine >= other-image cosine + 0.05 and
   ``truth_beats_other_truth`` >= 0.85).
-* ``--trace``: the climb step by step (``climb_trace``: median error, share improved, cosine, score), which
+* ``--trace``: the climb step by step (``climb_trace``: median error, share improved, cosine, gradient length, score), which
   shows where along the climb the gradient stops leading to the truth.
 
 Choices are made on ``val``; ``test`` is for reporting. Measured figures: docs/results/critic_retraining.md.

@@ -13,7 +13,7 @@ One implementation, used by critic validation (``val/gradient_cosine``, ``val/cl
 * ``truth_beats_other_truth``: the true shape placed at the start's pose outscores another face's true
   shape placed there, with the face's own image;
 * ``climb_trace``: the same climb followed step by step (median error, share improved, cosine with the way
-  to the truth, score): where along the climb the gradient stops leading to the truth.
+  to the truth, gradient length, score): where along the climb the gradient stops leading to the truth.
 """
 from __future__ import annotations
 
