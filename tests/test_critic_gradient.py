@@ -8,7 +8,7 @@ import torch
 
 from regressor.critic.fit_error import FitErrorModel, group_shrinkage
 from regressor.critic.gradient import (
-    START_KINDS, GradientConfig, climbed_starts, direction_to_truth, gradient_losses, informed_magnitude_error,
+    START_KINDS, GradientConfig, climb_ranking, climbed_starts, direction_to_truth, gradient_losses, informed_magnitude_error,
     metric_cosine, metric_weights, sample_starts, score_gradient,
 )
 from regressor.models.critic import CriticCheckpointError, ShapeCritic
@@ -223,6 +223,42 @@ def test_descending_the_informed_magnitude_rescales_each_gradient_without_turnin
     assert "magnitude" in losses and not torch.allclose(first_layer[0.0], first_layer[1.0])
 
 
+def test_the_climb_ranking_lowers_the_score_where_a_climb_moved_away_and_raises_it_where_it_moved_closer(face_model):
+    with pytest.raises(ValueError, match="climbed starts"):
+        GradientConfig(climb_ranking_weight=0.1, start_mix=(0.6, 0.2, 0.2))
+    batch, before = _one_face(face_model, count=3)
+    truth = batch.params
+    step = {n: getattr(before, n) - getattr(truth, n) for n in ("shape", "expression")}
+    sign = torch.tensor([0.5, -0.5, 0.5])[:, None]  # face 0 climbs away, face 1 towards the truth, face 2 did not climb
+    after = FaceParams(**{**vars(before), **{n: getattr(before, n) + sign * d for n, d in step.items()}})
+    climbed = torch.tensor([True, True, False])
+    render = vertex_renderer(Renderer(image_size=32), face_model.faces)
+    torch.manual_seed(0)
+    critic = ShapeCritic("resnet10t", 32, TINY, activation="silu")
+    weights = metric_weights(face_model, "geometric")
+
+    def rise():
+        with torch.no_grad():
+            return (critic(batch.image, render(face_model(after).vertices, after.camera).shaded)
+                    - critic(batch.image, render(face_model(before).vertices, before.camera).shaded))
+
+    def ranking(mask):
+        return climb_ranking(critic, face_model, render, batch.image, truth, before, after, mask, weights)
+
+    first, rise_before = float(ranking(climbed).detach()), rise()
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        ranking(climbed).backward()
+        optimizer.step()
+    last, rise_after = float(ranking(climbed).detach()), rise()
+    assert last < first
+    assert rise_after[0] < rise_before[0] and rise_after[1] > rise_before[1]
+    assert critic.training  # the critic's mode is restored
+    none = torch.zeros(3, dtype=torch.bool)
+    assert float(ranking(none)) == 0.0
+
+
 def test_the_activation_is_stored_in_the_checkpoint_and_old_files_are_relu(tmp_path):
     critic = ShapeCritic("resnet10t", 32, TINY, activation="silu")
     critic.save_checkpoint(tmp_path / "silu.pt")
@@ -267,6 +303,7 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
                     "--model.init_args.gradient.validation_fits", str(tmp_path / "val_fits"),
                     "--model.init_args.gradient.start_mix", "[0.5, 0.0, 0.0, 0.5]",
                     "--model.init_args.gradient.climb_steps", "[1, 2]",
+                    "--model.init_args.gradient.climb_ranking_weight", "0.1",
                     "--model.init_args.val_gate_faces", "2", "--trainer.callbacks", json.dumps([
                         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
                          "init_args": {"dirpath": str(tmp_path / "ckpt"), "every_n_train_steps": 1, "save_last": True}},
@@ -278,7 +315,7 @@ def test_the_gradient_recipe_trains_and_logs_the_gate_figures(tmp_path, face_mod
     events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents*")).parent))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/gradient.cosine", "train/gradient.ranking", "val/gradient_cosine",
+    assert {"train/gradient.cosine", "train/gradient.ranking", "train/gradient.climb_ranking", "val/gradient_cosine",
             "val/gradient_cosine_other_image", "val/truth_beats_other_truth", "val/climb.error_start_mm",
             "val/climb.error_end_mm", "val/climb.improved_fraction"} <= tags
     cosine = events.Scalars("val/gradient_cosine")[-1].value

@@ -11,6 +11,7 @@ raised the error. This objective asks for the slope directly:
            [+ magnitude_weight * (log |g| - log target_norm)^2]                    (magnitude "constant")
            [+ magnitude_weight * (u |g|_M / |d|_M - max(cos_M, 0))^2]              (magnitude "informed",
                                                                          u fitted per batch)
+           [+ climb_ranking_weight * softplus(+-(score(climbed) - score(before its climb)))]  (climbed starts)
 
 ``cos_M`` measures the direction in a metric (``metric``): ``parameter`` (coefficients as they are, in
 units of their prior std, as the fitter's Adam steps see them) or ``geometric`` (each coefficient
@@ -26,6 +27,11 @@ climbs with Adam, which takes full steps along any consistent gradient, so a sco
 same slope after the image's information is used up walks past the truth. A gradient that shrinks there
 (cos_M -> 0) shrinks Adam's steps, whose scale remembers the earlier, larger gradients. The proportion is
 fitted per batch (the score's scale is free): a fixed one made a pilot collapse its gradient within 25 steps.
+
+The climb ranking compares each ``climbed`` start with where its climb began: the score must have fallen
+where the climb moved away from the truth (in the metric) and risen where it moved towards it. Why: the
+cosine at a climbed point asks the slope to turn back there, one point at a time; the ranking asks the
+score itself to stop rising along the very path the gate's (and the fitter's) Adam climb takes.
 """
 from __future__ import annotations
 
@@ -65,6 +71,8 @@ class GradientConfig:
         truth_noise: std (coefficient units) of the ``truth_noise`` starts' shape and expression noise.
         climb_steps: a ``climbed`` start is an operating start after n ~ U{climb_steps} Adam steps (``climb_lr``)
             that maximise the current critic's score (the gate's climb is 20 steps at 0.02).
+        climb_ranking_weight: weight of the climb ranking term on ``climbed`` starts (0 = off; see the module
+            docstring).
         fit_error_model: path of the ``FitErrorModel`` (``python -m regressor.critic.fit_error_estimate``).
         validation_fits: a cache folder: the validation figures then start from the no-critic fitter's own fits
             of the validation faces (what ``benchmarks.critic_climb`` gates on; made once, about 2 s a face,
@@ -85,6 +93,7 @@ class GradientConfig:
     truth_noise: float = 0.3
     climb_steps: tuple[int, int] = (5, 20)
     climb_lr: float = 0.02
+    climb_ranking_weight: float = 0.0
     fit_error_model: str = "outputs/fit_error_model.pt"
     validation_fits: Optional[str] = None
 
@@ -106,6 +115,8 @@ class GradientConfig:
             raise ValueError(f"GradientConfig.climb_steps: (low, high) with 1 <= low <= high, got {self.climb_steps}")
         if self.faces_per_step < 0:
             raise ValueError("GradientConfig.faces_per_step must be >= 0")
+        if self.climb_ranking_weight and not self.start_mix[START_KINDS.index("climbed")]:
+            raise ValueError("GradientConfig.climb_ranking_weight needs climbed starts (a fourth start_mix value > 0)")
 
 
 def sample_starts(truth: FaceParams, model: FitErrorModel, config: GradientConfig,
@@ -155,6 +166,27 @@ def climbed_starts(critic, face_model, render, image: Tensor, start: FaceParams,
         value[chosen] = end[name]
         fields[name] = value
     return replace(start, **fields)
+
+
+def climb_ranking(critic, face_model, render, image: Tensor, truth: FaceParams, before: FaceParams,
+                  after: FaceParams, climbed: Tensor, weights: Tensor) -> Tensor:
+    """mean over the ``climbed`` faces (B,) bool of softplus(s (score(after) - score(before))), s = +1 where
+    the climb moved away from the truth in the metric diag(``weights``), -1 where it moved towards it (0 when
+    no face climbed). Differentiable in the critic's weights; the critic scores in eval mode, as in the loss."""
+    chosen = climbed.nonzero().squeeze(1).to(truth.shape.device)
+    if chosen.numel() == 0:
+        return truth.shape.new_zeros(())
+    truth, before, after, image = truth[chosen], before[chosen], after[chosen], image[chosen]
+    root = weights.to(truth.shape).sqrt()
+    distance = [(direction_to_truth(p, truth) * root).norm(dim=1) for p in (before, after)]
+    away = torch.where(distance[1] > distance[0], 1.0, -1.0)
+    was_training = critic.training
+    critic.eval()
+    try:
+        scores = [critic(image, render(face_model(p).vertices, p.camera).shaded) for p in (before, after)]
+    finally:
+        critic.train(was_training)
+    return F.softplus(away * (scores[1] - scores[0])).mean()
 
 
 def metric_weights(face_model, metric: str) -> Tensor:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from regressor.critic.fit_error import FitErrorModel
 from regressor.critic.gradient import (
-    GradientConfig, climbed_starts, gradient_losses, metric_weights, sample_starts,
+    START_KINDS, GradientConfig, climb_ranking, climbed_starts, gradient_losses, metric_weights, sample_starts,
 )
 from regressor.critic.gradient_figures import gate_figures
 from regressor.critic.operating_point import vertex_renderer
@@ -63,9 +63,15 @@ class GradientGroup:
         truth = FaceParams.from_dict({k: v[:n] for k, v in batch["params"].items()})
         start, kind = sample_starts(truth, self.fit_errors(), self.config, generator)
         render = vertex_renderer(renderer, face_model.faces)
-        start = climbed_starts(critic, face_model, render, batch["image"][:n], start, kind, self.config, generator)
-        return gradient_losses(critic, face_model, render, batch["image"][:n], truth, start, self.config,
-                               self.weights(face_model).to(truth.shape))
+        image, weights = batch["image"][:n], self.weights(face_model).to(truth.shape)
+        climbed = climbed_starts(critic, face_model, render, image, start, kind, self.config, generator)
+        losses = gradient_losses(critic, face_model, render, image, truth, climbed, self.config, weights)
+        if self.config.climb_ranking_weight:
+            was_climbed = kind == START_KINDS.index("climbed")
+            ranking = climb_ranking(critic, face_model, render, image, truth, start, climbed, was_climbed, weights)
+            losses["climb_ranking"] = ranking.detach()
+            losses["total"] = losses["total"] + self.config.climb_ranking_weight * ranking
+        return losses
 
     def validation_starts(self, face_model, truth: FaceParams, batch: dict) -> FaceParams:
         """Fixed fit-like starts, the same every validation: the no-critic fitter's fits of these faces
