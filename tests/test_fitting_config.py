@@ -17,7 +17,8 @@ LOSSES = [
     {"name": "photometric", "weight": 1.0, "trim": 0.3},
     {"name": "regularizers", "weight": 1.0, "shape": 0.0001, "expression": 0.0001},
 ]
-CRITIC = {"name": "perceptual_shape", "weight": 0.02, "checkpoint": "checkpoints/critic.pt"}
+CRITIC = {"name": "perceptual_shape", "weight": 0.0016, "checkpoint": "checkpoints/critic.pt"}  # retuned on `val` for
+# the gradient-trained critic (before: 0.02 and the perceptual stage's lr_scale 0.1, for the ranking critic)
 CALIBRATED = [
     {"name": "rigid", "steps": 20, "optimize": ["global_pose", "camera"], "weights": {"landmarks": 1.0}, "lr_scale": 2.0},
     {"name": "shape", "steps": 130, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "global_pose", "camera"],
@@ -27,7 +28,7 @@ CALIBRATED = [
      "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.5}},
 ]  # the recalibration of 26e6964 (docs/results/fitting_calibration.md, phase 5); before: appearance 50 steps at 0.3, untrimmed
 PERCEPTUAL = {"name": "perceptual", "steps": 60, "optimize": ["shape", "expression", "jaw_pose", "neck_pose", "albedo", "light"],
-              "lr_scale": 0.1, "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
+              "lr_scale": 0.3, "weights": {"landmarks": 1.0, "regularizers": 1.0, "photometric": 0.3, "perceptual_shape": 1.0}}
 #: the effective values of each shipped config, captured before the configs were rewritten
 BEFORE = {
     "no_critic": {"image_size": 128, "batch_size": 8, "face_model": {}, "renderer": {}, "losses": LOSSES,
