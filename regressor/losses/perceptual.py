@@ -60,8 +60,9 @@ class PerceptualShapeLoss(LossTerm):
             in the working directory, then among the shipped checkpoints (``checkpoints/critic.pt``).
         warmup_steps: the term is 0 (and the critic is not run) while ``step < warmup_steps``,
             so the geometry first settles under the photometric and landmark terms.
-        transform: ``"negate"`` (``-score``; the shipped critic is calibrated so that
-            ``score ~ -log(1 + err / 1 mm)``, so this is a non-saturating error proxy >= 0) or
+        transform: ``"negate"`` (``-score``; a ranking critic is calibrated so that
+            ``score ~ -log(1 + err / 1 mm)``, a non-saturating error proxy >= 0; the shipped critic is trained for
+            its gradient, so only the slope of ``-score`` carries meaning, not its value) or
             ``"softplus"`` (``softplus(-score)``: bounded below and saturating for very good
             scores, for critics trained as real/fake logits).
         critic: an already built critic (tests, fitting); overrides ``checkpoint``.
