@@ -145,3 +145,15 @@ def test_critic_module_takes_one_error_unit_and_refuses_the_old_objective_key():
     assert module.critic.error_unit_mm == module.objective.error_unit_mm == 2.0
     with pytest.raises(ValueError, match="model.init_args.error_unit_mm"):
         CriticModule(image_size=32, backbone_kwargs=TINY["backbone_kwargs"], objective={"error_unit_mm": 2.0})
+
+
+def test_the_exported_record_says_whether_the_score_is_calibrated_or_only_its_slope_is_trained():
+    import yaml
+
+    from regressor.critic.export import RANKED_SCORE, SLOPE_SCORE, score_meaning
+
+    def meaning(name):
+        return score_meaning(yaml.safe_load(open(f"configs/critic/{name}.yaml")))
+
+    assert meaning("default") == meaning("ascent_refine") == RANKED_SCORE
+    assert meaning("gradient") == meaning("gradient_climb") == SLOPE_SCORE

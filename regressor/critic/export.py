@@ -32,6 +32,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+RANKED_SCORE = "higher = geometry explains the image better; calibrated to about -log(1 + mean vertex error / 1 mm)"
+SLOPE_SCORE = ("higher = geometry explains the image better; trained for its slope (d score / d shape and expression "
+               "points towards the true shape), so its value is not an error estimate")
+
+
+def score_meaning(config: dict[str, Any]) -> str:
+    """What the score means: a critic trained only for its gradient has no calibrated value."""
+    model = (config.get("model") or {}).get("init_args", {})
+    gradient_only = (model.get("gradient") or {}).get("faces_per_step", 0) > 0 and model.get("hand_made_weight") == 0
+    return SLOPE_SCORE if gradient_only else RANKED_SCORE
+
+
 def build_metadata(config_path: str, ckpt: str, metrics: dict[str, Any] | None, extra: dict[str, str]) -> dict[str, Any]:
     config = yaml.safe_load(Path(config_path).read_text())
     data = (config.get("data") or {}).get("init_args", {})
@@ -48,7 +60,7 @@ def build_metadata(config_path: str, ckpt: str, metrics: dict[str, Any] | None, 
             "val": f"SPLIT_SEEDS['critic_val'] + {offset} + i, i < {data.get('val_samples')}",
             "benchmark": "SPLIT_SEEDS['test'] + i (benchmarks.critic)",
         },
-        "score": "higher = geometry explains the image better; calibrated to about -log(1 + mean vertex error / 1 mm)",
+        "score": score_meaning(config),
         "metrics": metrics or {},
         **extra,
     }
